@@ -1,0 +1,54 @@
+"""`swm`: the user CLI for the offline work and for bringing the graph up without `ros2 launch`.
+
+Each subcommand lives in its own module and is imported only when called, so `swm --help`
+stays fast and a missing optional dependency only affects the command that needs it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command path -> (module, function, help). The function takes the parsed args.
+COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
+    ("up",): ("swm_ros.graph", "cli_up", "bring a node graph up (the pip-venv twin of `ros2 launch`)"),
+    ("demo",): ("swm_ros.demo", "cli_demo", "run the simulated demo and write a report to runs/demo"),
+    ("bench", "env"): ("swm_ros.benchmarks.env_bench", "cli_bench_env", "rendering and physics throughput"),
+}
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, (module, func, help_) in COMMANDS.items():
+        if len(path) == 1:
+            p = sub.add_parser(path[0], help=help_)
+        else:
+            if path[0] not in groups:
+                g = sub.add_parser(path[0], help=f"{path[0]} commands")
+                groups[path[0]] = g.add_subparsers(dest="subcommand", required=True)
+            p = groups[path[0]].add_parser(path[1], help=help_)
+        p.set_defaults(_target=(module, func))
+        _add_arguments(p, module, func)
+    return parser
+
+
+def _add_arguments(parser: argparse.ArgumentParser, module: str, func: str) -> None:
+    # Arguments live in cli_args.ARGUMENTS[func], a light module, so that building the
+    # parser (and `swm --help`) never imports torch, mujoco or rclpy.
+    from swm_ros import cli_args
+
+    for flags, kwargs in cli_args.ARGUMENTS.get(func, []):
+        parser.add_argument(*flags, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = args._target
+    fn = getattr(importlib.import_module(module), func)
+    rc = fn(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
