@@ -1,0 +1,170 @@
+"""Read a SAQA file: rows joined with episode images and actions, for training and evaluation.
+
+    ds = SAQADataset("data/run1/saqa.h5", split="train", max_horizon=60)
+    item = ds[0]        # image (H, W, 3) uint8, actions (60, 5), action_mask (60,), question, answer ...
+    batch = ds.batch(np.arange(64))   # the same, stacked
+
+No torch here: a torch `Dataset` wraps this in one line (`__len__` / `__getitem__`). Episode
+files open lazily and are re-opened in a forked worker process.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import h5py
+import numpy as np
+
+from swm_ros.data.episodes import EpisodeFormatError, EpisodeReader
+from swm_ros.data.manifest import SPLITS
+from swm_ros.saqa.build import COLUMNS, SAQA_FORMAT, SAQA_VERSION
+
+
+class SAQADataset:
+    """SAQA rows of one or more splits (None: all) and optionally some families only."""
+
+    def __init__(self, path: str | Path, split: str | Sequence[str] | None = "train", camera: str | None = None,
+                 max_horizon: int | None = None, episode_root: str | Path | None = None,
+                 families: Sequence[str] | None = None, cache_episodes: int = 32, preload_images: bool = False,
+                 tokenizer: Callable[[str], np.ndarray] | None = None):
+        self.path = Path(path)
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise EpisodeFormatError(f"{self.path}: not a readable SAQA file: {e}") from e
+        with f:
+            if f.attrs.get("format") != SAQA_FORMAT or int(f.attrs.get("format_version", -1)) != SAQA_VERSION:
+                raise EpisodeFormatError(f"{self.path}: not a SAQA file of format_version {SAQA_VERSION}")
+            self.config = json.loads(f.attrs["config"])
+            self.families = json.loads(f.attrs["families"])
+            self.directions = json.loads(f.attrs["directions"])
+            self.colors = json.loads(f.attrs["colors"])
+            # the collection where it was built, else the SAQA file's own directory (moved together)
+            root = Path(episode_root) if episode_root else Path(f.attrs["episode_root"] or self.path.parent)
+            if episode_root is None and not root.is_dir():
+                root = self.path.parent
+            self.episode_ids = [s.decode() if isinstance(s, bytes) else s for s in f["episodes/id"][()]]
+            self.episode_files = [root / (s.decode() if isinstance(s, bytes) else s) for s in f["episodes/file"][()]]
+            self.questions = [s.decode() if isinstance(s, bytes) else s for s in f["questions"][()]]
+            cols = {k: f[f"rows/{k}"][()] for k in COLUMNS}
+        sel = np.ones(len(cols["answer"]), dtype=bool)
+        if split is not None:
+            names = [split] if isinstance(split, str) else list(split)
+            for s in names:
+                if s not in SPLITS:
+                    raise ValueError(f"unknown split {s!r}; splits are {SPLITS}")
+            sel &= np.isin(cols["split"], [SPLITS.index(s) for s in names])
+        if families is not None:
+            ids = {fam["name"]: fam["id"] for fam in self.families}
+            sel &= np.isin(cols["family"], [ids[n] for n in families])
+        self.columns = {k: v[sel] for k, v in cols.items()}
+        self.family_names = [fam["name"] for fam in sorted(self.families, key=lambda x: x["id"])]
+        self.max_horizon = int(max_horizon if max_horizon is not None else self.config["max_horizon"])
+        if len(self) and int(self.columns["h"].max()) > self.max_horizon:
+            raise ValueError(f"rows reach h = {int(self.columns['h'].max())} > max_horizon {self.max_horizon}")
+        self.camera = camera
+        self.tokenizer = tokenizer
+        self.cache_episodes = cache_episodes
+        self.preload_images = preload_images
+        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.columns["answer"])
+
+    def yes_fraction(self) -> float:
+        return float(self.columns["answer"].mean()) if len(self) else float("nan")
+
+    def sample_weights(self) -> np.ndarray:
+        """Per-row weights giving every (family, answer) stratum the same total weight (the
+        paper's oversampling of rare question types); for a weighted random sampler."""
+        key = self.columns["family"].astype(np.int64) * 2 + self.columns["answer"]
+        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        w = 1.0 / counts[inverse]
+        return w / w.sum()
+
+    # ---- episodes ---------------------------------------------------------------------
+    def _episode(self, e: int) -> dict[str, Any]:
+        if os.getpid() != self._pid:     # forked into a loader worker: h5py handles do not survive fork
+            self._cache.clear()
+            self._pid = os.getpid()
+        ep = self._cache.get(e)
+        if ep is not None:
+            self._cache.move_to_end(e)
+            return ep
+        reader = EpisodeReader(self.episode_files[e])
+        cam = self.camera or reader.cameras[0]
+        ep = {"reader": reader, "camera": cam, "actions": reader.actions}
+        if self.preload_images:
+            ep["images"] = reader.images(cam)
+        self._cache[e] = ep
+        limit = self.cache_episodes if not self.preload_images else max(self.cache_episodes, 1 << 30)
+        while len(self._cache) > limit:
+            _, old = self._cache.popitem(last=False)
+            old["reader"].close()
+        return ep
+
+    def image(self, episode: int, t: int) -> np.ndarray:
+        ep = self._episode(episode)
+        if "images" in ep:
+            return ep["images"][t]
+        return ep["reader"].image(ep["camera"], int(t))
+
+    def actions(self, episode: int, t: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        """Actions t..t+h-1 zero-padded to max_horizon, and the mask of real steps."""
+        acts = self._episode(episode)["actions"]
+        out = np.zeros((self.max_horizon, acts.shape[1]), dtype=np.float32)
+        out[:h] = acts[t:t + h]
+        mask = np.zeros(self.max_horizon, dtype=bool)
+        mask[:h] = True
+        return out, mask
+
+    # ---- rows -------------------------------------------------------------------------
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        c = {k: v[i] for k, v in self.columns.items()}
+        e, t, h = int(c["episode"]), int(c["t"]), int(c["h"])
+        actions, mask = self.actions(e, t, h)
+        q = self.questions[int(c["question"])]
+        item = {
+            "image": self.image(e, t),
+            "actions": actions,
+            "action_mask": mask,
+            "horizon": h,
+            "question": q,
+            "question_id": int(c["question"]),
+            # family token + colour ids + direction: what a family-token model consumes
+            "structured": np.array([c["family"], c["color_a"], c["color_b"], c["direction"]], dtype=np.int64),
+            "family": int(c["family"]),
+            "subject_a": int(c["subject_a"]),
+            "subject_b": int(c["subject_b"]),
+            "direction": int(c["direction"]),
+            "answer": int(c["answer"]),
+            "episode": e,
+            "t": t,
+        }
+        if self.tokenizer is not None:
+            item["tokens"] = self.tokenizer(q)
+        return item
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """Stacked items; array fields become arrays, questions a list."""
+        items = [self[int(i)] for i in indices]
+        out: dict[str, Any] = {}
+        for k in items[0]:
+            vals = [it[k] for it in items]
+            out[k] = vals if isinstance(vals[0], str) else np.stack([np.asarray(v) for v in vals])
+        return out
+
+    def close(self) -> None:
+        for ep in self._cache.values():
+            ep["reader"].close()
+        self._cache.clear()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
