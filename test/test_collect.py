@@ -1,7 +1,6 @@
-"""`swm collect` and `swm saqa`: workers, manifest, resume, determinism; the real env when it exists."""
+"""`swm collect` and `swm saqa` on the real NicoL tabletop env: workers, manifest, resume, determinism."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -14,13 +13,12 @@ from swm_ros.data.episodes import EpisodeReader
 from swm_ros.saqa.build import build_saqa
 from swm_ros.saqa.dataset import SAQADataset
 
-FAKE = dict(env_factory="collect_fakes:make_env", policy_factory="collect_fakes:make_policy")
 
 
 def _cfg(out, **kw):
     base = dict(out=str(out), episodes=3, tasks=("push", "pick"), variants=("nominal", "ood_colors"),
                 policies={"scripted": 1.0, "random": 1.0}, image_size=(16, 16), max_steps=12, seed=5,
-                steps_after_success=-1, **FAKE)
+                steps_after_success=-1)
     base.update(kw)
     return CollectConfig(**base)
 
@@ -68,7 +66,7 @@ def test_collect_workers_manifest_resume(tmp_path):
         collect(_cfg(tmp_path / "c", episodes=4, seed=99), progress=False)
 
 
-def test_collect_then_saqa_fake(tmp_path):
+def test_collect_then_saqa(tmp_path):
     collect(_cfg(tmp_path / "c", episodes=4, max_steps=40), progress=False)
     report = build_saqa(tmp_path / "c", tmp_path / "c" / "saqa.h5")
     assert report.rows > 0
@@ -78,16 +76,7 @@ def test_collect_then_saqa_fake(tmp_path):
     assert len(ds) == report.rows and ds[0]["image"].shape == (16, 16, 3)
 
 
-def _env_ready() -> bool:
-    try:
-        import swm_ros.envs as envs
-    except Exception:
-        return False
-    return hasattr(envs, "make_env") and importlib.util.find_spec("swm_ros.policies.scripted") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _env_ready(), reason="swm_ros.envs.make_env / swm_ros.policies.scripted not there yet")
 def test_swm_collect_and_saqa_real_env(tmp_path, capsys):
     os.environ.setdefault("MUJOCO_GL", "egl")
     out = tmp_path / "real"
