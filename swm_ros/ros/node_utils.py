@@ -1,0 +1,138 @@
+"""What every node shares: parameter tables, the run/shutdown loop, a /diagnostics publisher.
+
+Parameters are declared from a module-level table (`PARAMETERS`), so a node's parameters
+are readable without starting it: the graph tests check every launch override against it.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from swm_ros.ros import qos
+
+
+class StartupError(RuntimeError):
+    """A node cannot start (bad parameter, missing device or file): exit non-zero, say why."""
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    description: str
+    check: Callable[[Any], bool] | None = None
+    rule: str = ""                  # what `check` demands, for the error message
+    dynamic_typing: bool = False    # e.g. a camera source that may be given as 0 or as a path
+
+
+def positive(x: Any) -> bool:
+    return x > 0
+
+
+def non_negative(x: Any) -> bool:
+    return x >= 0
+
+
+def one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda x: x in choices), f"one of {list(choices)}"
+
+
+_ARRAY_TYPES = {str: ParameterType.PARAMETER_STRING_ARRAY, float: ParameterType.PARAMETER_DOUBLE_ARRAY,
+                int: ParameterType.PARAMETER_INTEGER_ARRAY, bool: ParameterType.PARAMETER_BOOL_ARRAY}
+
+
+def declare_parameters(node: Node, table: dict[str, Param]) -> SimpleNamespace:
+    """Declare every parameter with its default, read them back, and validate all at once."""
+    values, errors = {}, []
+    for name, p in table.items():
+        # A float parameter also takes an integer (`rate_hz:=10`), which rclpy would refuse
+        # as a type mismatch: declare it dynamically typed and check the type ourselves.
+        is_float = isinstance(p.default, float)
+        desc = ParameterDescriptor(description=p.description, dynamic_typing=p.dynamic_typing or is_float)
+        if isinstance(p.default, list):
+            # an empty list has no inferable type; declare the array type explicitly
+            desc.type = _ARRAY_TYPES[type(p.default[0]) if p.default else str]
+        try:
+            values[name] = node.declare_parameter(name, p.default, desc).value
+        except Exception as e:  # noqa: BLE001 - rclpy raises several types for a bad override
+            errors.append(f"{name}: {e}")
+            continue
+        if is_float:
+            if isinstance(values[name], bool) or not isinstance(values[name], (int, float)):
+                errors.append(f"{name}={values[name]!r} is invalid: must be a number")
+                continue
+            values[name] = float(values[name])
+        if p.check is not None and not p.check(values[name]):
+            errors.append(f"{name}={values[name]!r} is invalid: must be {p.rule or 'valid'}")
+    if errors:
+        raise StartupError("bad parameter(s): " + "; ".join(errors))
+    return SimpleNamespace(**values)
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
+    """init -> build -> spin -> clean shutdown (research/ros2-pip.md §5.7). Returns the exit code.
+
+    spin() (not a spin_once loop) inside try/except, so SIGINT and SIGTERM end with 0. A node
+    may set `node.done` (an rclpy Future) to end the spin itself, e.g. a finished file player.
+    """
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
+    rc = 0
+    try:
+        node = factory()
+        executor.add_node(node)
+        done = getattr(node, "done", None)
+        if done is not None:
+            executor.spin_until_future_complete(done)
+            rc = int(done.result() or 0) if done.done() else 0
+        else:
+            executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as e:
+        rclpy.logging.get_logger("swm_ros").fatal(str(e))
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        rc = 2
+    finally:
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return rc
+
+
+class Diagnostics:
+    """A small periodic /diagnostics publisher (diagnostic_updater is not on PyPI).
+
+    `fn()` returns (level, message, {key: value}); level is a DiagnosticStatus constant (bytes).
+    """
+
+    OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
+
+    def __init__(self, node: Node, task: str, hardware_id: str,
+                 fn: Callable[[], tuple[int, str, dict[str, Any]]], period: float = 1.0,
+                 callback_group=None) -> None:
+        self._node, self._fn = node, fn
+        self._name = f"{node.get_name()}: {task}"
+        self._hw = hardware_id
+        self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+        self._lock = threading.Lock()
+        self._timer = node.create_timer(period, self.publish, callback_group=callback_group)
+
+    def publish(self) -> None:
+        with self._lock:
+            level, message, values = self._fn()
+            status = DiagnosticStatus(level=level, name=self._name, message=message, hardware_id=self._hw,
+                                      values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+            msg = DiagnosticArray(status=[status])
+            msg.header.stamp = self._node.get_clock().now().to_msg()
+            self._pub.publish(msg)

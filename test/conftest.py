@@ -1,0 +1,184 @@
+"""Shared fixtures for tests that start ROS 2 nodes.
+
+Isolation: every pytest process (each xdist worker) takes its own ROS_DOMAIN_ID, held by an
+flock in /tmp for the whole session, so parallel workers *and* other people's test runs on
+the same machine never see each other's topics. Discovery stays on loopback.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_DOMAIN_LOCK_DIR = Path("/tmp/swm_ros_test_domains")
+_DOMAIN_RANGE = range(30, 100)      # stay inside 0..101 (Fast DDS port arithmetic)
+_domain_lock = None
+
+
+def _claim_domain() -> int:
+    """The first free domain from 30 + worker index, kept by an flock until the process ends."""
+    global _domain_lock
+    _DOMAIN_LOCK_DIR.mkdir(exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    start = int(worker[2:]) if worker[2:].isdigit() else 0
+    ids = list(_DOMAIN_RANGE)
+    for i in range(len(ids)):
+        domain = ids[(start + i) % len(ids)]
+        f = open(_DOMAIN_LOCK_DIR / f"{domain}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _domain_lock = f          # keep the file (and the lock) open for the session
+        return domain
+    raise RuntimeError("no free ROS_DOMAIN_ID for this test process")
+
+
+def _ros_env() -> None:
+    if "SWM_TEST_DOMAIN" not in os.environ:
+        os.environ["SWM_TEST_DOMAIN"] = str(_claim_domain())
+    os.environ["ROS_DOMAIN_ID"] = os.environ["SWM_TEST_DOMAIN"]
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.pop("RMW_IMPLEMENTATION", None)
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ["PYTHONUNBUFFERED"] = "1"
+
+
+@pytest.fixture(scope="session")
+def ros_env() -> dict[str, str]:
+    """The process environment for ROS tests (domain, discovery range, GL)."""
+    _ros_env()
+    return dict(os.environ)
+
+
+@pytest.fixture
+def rclpy_context(ros_env):
+    """A fresh rclpy context for probe nodes created inside a test."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        yield ctx
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
+class NodeProcess:
+    """A node started as `python -m swm_ros.ros.<module> --ros-args ...` in its own session."""
+
+    def __init__(self, module: str, ros_args: list[str], env: dict[str, str], log: Path) -> None:
+        self.module, self.log = module, log
+        self._log_file = open(log, "w")
+        cmd = [sys.executable, "-m", f"swm_ros.ros.{module}", "--ros-args", *ros_args]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=REPO)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        self._log_file.flush()
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGINT (clean rclpy shutdown), wait; SIGKILL the process group as a last resort."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5.0)
+            except ProcessLookupError:
+                pass
+        self._log_file.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_node(ros_env, tmp_path) -> Iterator[Callable[..., NodeProcess]]:
+    """start_node("controller_node", "-p", "dry_run:=true", ...) -> NodeProcess; stopped at teardown."""
+    procs: list[NodeProcess] = []
+
+    def start(module: str, *ros_args: str, name: str | None = None) -> NodeProcess:
+        log = tmp_path / f"{name or module}-{len(procs)}.log"
+        p = NodeProcess(module, list(ros_args), ros_env, log)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in reversed(procs):
+        p.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, spin: Callable[[float], None] | None = None,
+             period: float = 0.05) -> bool:
+    """Poll `predicate` (spinning a probe executor between polls) until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if spin is not None:
+            spin(period)
+        else:
+            time.sleep(period)
+    return predicate()
+
+
+class Probe:
+    """An in-test rclpy node with its own executor: collects messages, spins while waiting."""
+
+    def __init__(self, context, name: str = "probe") -> None:
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+
+        self.node = Node(name, context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+
+    def collect(self, msg_type, topic: str, qos_profile, key: str | None = None) -> list:
+        """Subscribe and append every message to `self.received[key or topic]`."""
+        box = self.received.setdefault(key or topic, [])
+        self.node.create_subscription(msg_type, topic, box.append, qos_profile)
+        return box
+
+    def spin(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=min(0.02, max(0.0, deadline - time.monotonic())))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        return wait_for(predicate, timeout, spin=self.spin)
+
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        client = self.node.create_client(srv_type, name)
+        assert self.wait_for(client.service_is_ready, timeout), f"service {name} not available"
+        future = client.call_async(request)
+        assert self.wait_for(future.done, timeout), f"service {name} did not answer"
+        return future.result()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture
+def probe(rclpy_context) -> Iterator[Probe]:
+    p = Probe(rclpy_context)
+    yield p
+    p.close()
