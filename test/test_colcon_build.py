@@ -42,10 +42,12 @@ def test_colcon_build_installs_nodes_interfaces_and_data(tmp_path):
     assert (pkg / "ros" / "controller_node.py").is_file(), "hand-written modules missing"
     assert list(pkg.glob("swm_ros_s__rosidl_typesupport_c*.so")), "typesupport library missing"
 
-    # The installed package, not the editable checkout, finds its share directory.
+    # The installed package, not the editable checkout, finds its share directory
+    # (with the environment `source install/setup.bash` sets up).
     code = "import swm_ros.resources as r; print(r.share_dir())"
     pythonpath = os.pathsep.join([str(site), *[p for p in sys.path if p.endswith("site-packages")]])
-    found = subprocess.run([sys.executable, "-S", "-c", code], env={**env, "PYTHONPATH": pythonpath},
+    sourced = {**env, "PYTHONPATH": pythonpath, "AMENT_PREFIX_PATH": f"{prefix}{os.pathsep}{env['AMENT_PREFIX_PATH']}"}
+    found = subprocess.run([sys.executable, "-S", "-c", code], env=sourced,
                            capture_output=True, text=True, cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert Path(found.stdout.strip()) == share
