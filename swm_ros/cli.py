@@ -16,6 +16,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("collect",): ("swm_ros.data.collect", "cli_collect", "collect seeded episodes from base policies"),
     ("saqa",): ("swm_ros.saqa.build", "cli_saqa", "build SAQA question rows from collected episodes"),
     ("bench", "env"): ("swm_ros.benchmarks.env_bench", "cli_bench_env", "rendering and physics throughput"),
+    ("train", "world-model"): ("swm_ros.models.train", "cli_train_world_model", "train a world model on SAQA rows"),
 }
 
 def build_parser() -> argparse.ArgumentParser:

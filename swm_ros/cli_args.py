@@ -45,4 +45,12 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--families",), dict(default=None, help="comma list of question families (default: all)")),
         (("--json",), dict(action="store_true", help="also print the report as one JSON object")),
     ],
+    "cli_train_world_model": [
+        (("--config",), dict(default="config/train/world_model_tiny.yaml", help="training config YAML")),
+        (("--out",), dict(default=None, help="run / checkpoint directory (default: the config's out)")),
+        (("--resume",), dict(action="store_true", help="continue from the checkpoint in --out at its saved step")),
+        (("--steps",), dict(type=int, default=None, help="override the config's total steps")),
+        (("--stop-at",), dict(type=int, default=None, help="end this run after this step (resume later)")),
+        (("--no-progress",), dict(action="store_true", help="no progress bar")),
+    ],
 }

@@ -203,7 +203,7 @@ def resolve_graph(graph: str | Path, overrides: dict[str, str] | None = None) ->
 # `swm up`: the pip-venv twin of `ros2 launch`
 # ----------------------------------------------------------------------------------------
 
-def _stop(procs: dict[str, subprocess.Popen], grace: float = 5.0) -> None:
+def stop_graph(procs: dict[str, subprocess.Popen], grace: float = 5.0) -> None:
     """SIGINT each node's process group and wait; escalate to SIGTERM, then SIGKILL, for stragglers."""
     for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
         alive = {n: p for n, p in procs.items() if p.poll() is None}
@@ -224,11 +224,24 @@ def _stop(procs: dict[str, subprocess.Popen], grace: float = 5.0) -> None:
                 pass
 
 
-def run_graph(graph: Graph, duration: float | None = None, python: str = sys.executable) -> int:
-    """Start every node as its own process group, forward SIGINT/SIGTERM, wait, report."""
+def start_graph(graph: Graph, python: str = sys.executable, quiet: bool = False) -> dict[str, subprocess.Popen]:
+    """Start every node as its own process group; stop them with `stop_graph`."""
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")   # never multicast on the LAN by default
     env.setdefault("PYTHONUNBUFFERED", "1")
+    procs: dict[str, subprocess.Popen] = {}
+    for spec in graph.nodes:
+        cmd = spec.command(python)
+        out = subprocess.DEVNULL if quiet else None
+        procs[spec.name] = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=out)
+        if not quiet:
+            print(f"[swm up] {spec.name} pid {procs[spec.name].pid}: {' '.join(cmd[1:])}", flush=True)
+    return procs
+
+
+
+def run_graph(graph: Graph, duration: float | None = None, python: str = sys.executable) -> int:
+    """Start every node as its own process group, forward SIGINT/SIGTERM, wait, report."""
     procs: dict[str, subprocess.Popen] = {}
     stopping = {"signal": None}
 
@@ -238,10 +251,7 @@ def run_graph(graph: Graph, duration: float | None = None, python: str = sys.exe
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     failed_early: str | None = None
     try:
-        for spec in graph.nodes:
-            cmd = spec.command(python)
-            procs[spec.name] = subprocess.Popen(cmd, env=env, start_new_session=True)
-            print(f"[swm up] {spec.name} pid {procs[spec.name].pid}: {' '.join(cmd[1:])}", flush=True)
+        procs.update(start_graph(graph, python))
         t_end = None if duration is None else time.monotonic() + duration
         while stopping["signal"] is None and (t_end is None or time.monotonic() < t_end):
             ended = [n for n, p in procs.items() if p.poll() is not None]
@@ -255,7 +265,7 @@ def run_graph(graph: Graph, duration: float | None = None, python: str = sys.exe
                 break
             time.sleep(0.1)
     finally:
-        _stop(procs)
+        stop_graph(procs)
         for s, h in old.items():
             signal.signal(s, h)
     codes = {n: p.returncode for n, p in procs.items()}

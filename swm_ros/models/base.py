@@ -1,0 +1,92 @@
+"""The world-model protocol: yes/no answers about the future from an image and an action chunk.
+
+Every backend is a `WorldModel` (an `nn.Module`). The one call planners and evaluation use:
+
+    logits = model.answer_logits(images, actions, questions)      # (B, Q, 2): [no, yes]
+
+- images: (B, H, W, 3) uint8 (0..255) or float (0..1), tensor or numpy array;
+- actions: (B, T, ACTION_DIM) float; T may be 0 ("now" questions); `action_mask` (B, T) bool
+  marks the real steps of a padded batch (True = real);
+- questions: a list of Q question strings asked of every row, or pre-tokenised ids from
+  `model.tokenize(...)` of shape (Q, L) (shared) or (B, Q, L) (one set per row).
+
+The logits are differentiable with respect to `actions`. To score many candidate chunks for
+one image cheaply, encode the image once and reuse the features:
+
+    feats = model.encode_image(image[None])                       # (1, N, D), cached
+    q = model.tokenize(questions)                                 # (Q, L), cached
+    logits = model.answer_logits_from_features(feats, chunks, q)  # (C, Q, 2) for C candidates
+
+Features with batch 1 broadcast over the candidates. `p_yes` is softmax(logits)[..., 1].
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from swm_ros.envs.base import ACTION_DIM
+from swm_ros.models.text import Tokenizer
+
+Question = str
+Questions = Union[Sequence[Question], torch.Tensor]
+NO_INDEX, YES_INDEX = 0, 1          # order of the last logits axis
+
+
+class WorldModel(nn.Module, abc.ABC):
+    """Base class of world-model backends (see the module docstring for the contract)."""
+
+    backend: ClassVar[str] = ""
+    action_dim: int = ACTION_DIM
+
+    def __init__(self, tokenizer: Tokenizer, max_question_len: int):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.max_question_len = int(max_question_len)
+
+    # ---- to implement -----------------------------------------------------------------
+    @abc.abstractmethod
+    def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) images -> image features, batch first (reusable across candidates)."""
+
+    @abc.abstractmethod
+    def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
+                                    question_tokens: torch.Tensor,
+                                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B or 1, ...), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2)."""
+
+    @abc.abstractmethod
+    def config_dict(self) -> dict[str, Any]:
+        """The model config as plain data (saved in checkpoints)."""
+
+    # ---- shared -----------------------------------------------------------------------
+    def tokenize(self, questions: Questions) -> torch.Tensor:
+        """Question strings -> (Q, L) ids; tensors pass through."""
+        if isinstance(questions, torch.Tensor):
+            return questions.to(torch.int64)
+        if isinstance(questions, str):
+            questions = [questions]
+        return self.tokenizer.encode(list(questions), self.max_question_len)
+
+    def answer_logits(self, images: torch.Tensor | np.ndarray, actions: torch.Tensor | np.ndarray,
+                      questions: Questions, action_mask: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """(B, Q, 2) logits for [no, yes]."""
+        actions = torch.as_tensor(actions, dtype=torch.float32) if not isinstance(actions, torch.Tensor) else actions
+        if action_mask is not None and not isinstance(action_mask, torch.Tensor):
+            action_mask = torch.as_tensor(action_mask, dtype=torch.bool)
+        return self.answer_logits_from_features(self.encode_image(images), actions, self.tokenize(questions),
+                                                action_mask)
+
+    def p_yes(self, images, actions, questions: Questions, action_mask=None) -> torch.Tensor:
+        """(B, Q) probability of "yes"."""
+        return self.answer_logits(images, actions, questions, action_mask).softmax(-1)[..., YES_INDEX]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return self.tokenizer.vocabulary

@@ -1,0 +1,69 @@
+"""World-model backends by name, and loading a model from a checkpoint directory or a name.
+
+    model = load_world_model("tiny")                     # the shipped weights, swm_ros/models/weights/tiny/
+    model = load_world_model("runs/world_model_tiny")    # a checkpoint directory from `swm train world-model`
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    module: str
+    model_class: str
+    config_class: str
+
+    def classes(self) -> tuple[Any, Any]:
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.model_class), getattr(mod, self.config_class)
+
+
+BACKENDS: dict[str, Backend] = {
+    "tiny": Backend("tiny", "swm_ros.models.tiny", "TinyWorldModel", "TinyConfig"),
+}
+
+
+class UnknownBackendError(ValueError):
+    pass
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UnknownBackendError(f"unknown world-model backend {name!r}; known backends: {sorted(BACKENDS)}") from None
+
+
+def build_world_model(backend: str, config: dict[str, Any] | None = None, vocabulary: list[str] | None = None):
+    """A freshly initialised model of `backend` from a plain config mapping (strict keys)."""
+    from swm_ros.config import load_config
+    from swm_ros.models.text import Tokenizer
+
+    model_cls, config_cls = get_backend(backend).classes()
+    cfg = load_config(config_cls, dict(config or {}), where=f"{backend} model config")
+    tok = Tokenizer(vocabulary) if vocabulary is not None else Tokenizer.default()
+    return model_cls(cfg, tok)
+
+
+def default_weights(name: str) -> Path:
+    return WEIGHTS_DIR / name
+
+
+def load_world_model(path_or_name: str | Path, device: str = "cpu"):
+    """Load a checkpoint directory, or a backend's shipped weights by backend name."""
+    from swm_ros.models.checkpoint import load_checkpoint
+
+    p = Path(path_or_name)
+    if isinstance(path_or_name, str) and path_or_name in BACKENDS and not p.exists():
+        p = default_weights(path_or_name)
+        if not p.is_dir():
+            raise FileNotFoundError(f"no shipped weights for backend {path_or_name!r} at {p}; "
+                                    f"train them with `swm train world-model` or pass a checkpoint directory")
+    return load_checkpoint(p, device=device)

@@ -1,0 +1,198 @@
+"""`tiny`: a ~1 M-parameter semantic world model trained from scratch, the CPU default.
+
+Sequence (one per (row, question)), bidirectional like a VLM prefix:
+
+    [image tokens (grid x grid, 4x4)] [one token per action step] [question word tokens] [<answer>]
+
+- image tokens: a strided conv encoder on the 64x64 image, plus learned 2-D positions;
+- action tokens: `Linear(ACTION_DIM -> d)` per step plus a learned step-position embedding,
+  as in the paper's action projector; padded steps are masked out of attention;
+- question tokens: word embeddings (`text.Tokenizer`) plus word positions; padding masked;
+- a pre-norm transformer; the hidden state at the final `<answer>` position goes through the
+  language head (tied to the word embeddings) and the logits of the words "no" and "yes"
+  are the answer, as the paper reads p(yes) vs p(no) from the LM head.
+
+No data-dependent control flow in the forward pass (masks, not indexing), so it traces and
+exports; the answer sits at a fixed last position.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swm_ros.envs.base import ACTION_DIM
+from swm_ros.models.base import WorldModel
+from swm_ros.models.text import Tokenizer
+
+
+@dataclass
+class TinyConfig:
+    image_size: int = 64             # images are resized to this (square) before encoding
+    grid: int = 4                    # image tokens per side (64x64 -> 4x4 = 16 tokens)
+    conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
+    d_model: int = 128
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    max_steps: int = 64              # longest action chunk (step-position embeddings)
+    max_question_len: int = 24       # words per question (longer ones are truncated)
+    action_dim: int = ACTION_DIM
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
+        if self.image_size % self.grid:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of grid {self.grid}")
+        down = self.image_size // self.grid
+        if down & (down - 1) or down < 2:
+            raise ValueError(f"image_size / grid = {down} must be a power of two >= 2")
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; attention through scaled_dot_product_attention with a boolean mask."""
+
+    def __init__(self, d: int, heads: int, mlp_ratio: float, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.norm2 = nn.LayerNorm(d)
+        hidden = int(d * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        # x (N, S, d); attend (N, 1, 1, S) bool, True = key may be attended to
+        n, s, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(n, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        drop = self.dropout if self.training else 0.0
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=drop)
+        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(n, s, d)), drop, self.training)
+        return x + F.dropout(self.mlp(self.norm2(x)), drop, self.training)
+
+
+class TinyWorldModel(WorldModel):
+    backend = "tiny"
+
+    def __init__(self, config: TinyConfig | None = None, tokenizer: Tokenizer | None = None):
+        config = config or TinyConfig()
+        tokenizer = tokenizer or Tokenizer.default()
+        super().__init__(tokenizer, config.max_question_len)
+        self.config = config
+        self.action_dim = config.action_dim
+        c, d = config, config.d_model
+        # image encoder: stride-2 convs down to the grid, the last one to d channels
+        n_down = (c.image_size // c.grid).bit_length() - 1
+        chans = list(c.conv_channels[:max(n_down - 1, 0)])
+        chans += [chans[-1] if chans else 32] * (n_down - 1 - len(chans))
+        layers: list[nn.Module] = []
+        cin = 3
+        for ch in chans:
+            layers += [nn.Conv2d(cin, ch, 4, 2, 1), nn.GroupNorm(8 if ch % 8 == 0 else 1, ch), nn.GELU()]
+            cin = ch
+        layers += [nn.Conv2d(cin, d, 4, 2, 1)]
+        self.image_encoder = nn.Sequential(*layers)
+        self.image_pos = nn.Parameter(torch.zeros(1, c.grid * c.grid, d))
+        self.image_norm = nn.LayerNorm(d)
+        # actions: one token per step through a linear projection + step positions
+        self.action_proj = nn.Linear(c.action_dim, d)
+        self.step_pos = nn.Parameter(torch.zeros(1, c.max_steps, d))
+        # text
+        self.word_emb = nn.Embedding(len(tokenizer), d)
+        self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
+        self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
+        self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
+        self.final_norm = nn.LayerNorm(d)
+        self.lm_bias = nn.Parameter(torch.zeros(len(tokenizer)))   # LM head = word_emb^T + bias (tied)
+        self.register_buffer("answer_ids", torch.tensor([tokenizer.no_id, tokenizer.yes_id]), persistent=False)
+        self._init()
+
+    def _init(self) -> None:
+        for p in (self.image_pos, self.step_pos, self.word_pos, self.type_emb):
+            nn.init.normal_(p, std=0.02)
+        nn.init.normal_(self.word_emb.weight, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        # the action projection sees raw actions in [-1, 1]: a larger init lets them matter early
+        nn.init.normal_(self.action_proj.weight, std=0.2)
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    # ---- image ------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) uint8 / float in [0, 1] -> (B, 3, S, S) normalised float."""
+        x = torch.as_tensor(images)
+        if x.dim() != 4 or x.shape[-1] != 3:
+            raise ValueError(f"images must be (B, H, W, 3), got {tuple(x.shape)}")
+        x = x.to(self.image_pos.device)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        x = x.permute(0, 3, 1, 2)
+        s = self.config.image_size
+        if x.shape[-2:] != (s, s):
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return (x - 0.5) / 0.25
+
+    def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) -> (B, grid*grid, d) image tokens."""
+        f = self.image_encoder(self.preprocess(images))             # (B, d, g, g)
+        f = f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0]
+        return self.image_norm(f)
+
+    # ---- joint ------------------------------------------------------------------------
+    def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
+                                    question_tokens: torch.Tensor,
+                                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.config
+        actions = actions.to(features.dtype)
+        if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
+            raise ValueError(f"actions must be (B, T, {c.action_dim}), got {tuple(actions.shape)}")
+        b, t = actions.shape[0], actions.shape[1]
+        if t > c.max_steps:
+            raise ValueError(f"{t} action steps > max_steps {c.max_steps} of this model")
+        if features.shape[0] not in (1, b):
+            raise ValueError(f"features batch {features.shape[0]} does not match actions batch {b}")
+        tok = question_tokens.to(features.device, torch.int64)
+        if tok.dim() == 2:
+            tok = tok.unsqueeze(0).expand(b, -1, -1)
+        if tok.dim() != 3 or tok.shape[0] != b:
+            raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
+        q, length = tok.shape[1], tok.shape[2]
+        if length > c.max_question_len:
+            raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
+        if action_mask is None:
+            action_mask = torch.ones(b, t, dtype=torch.bool, device=features.device)
+        action_mask = action_mask.to(features.device, torch.bool)
+        n_img, d = features.shape[1], features.shape[2]
+
+        img = features.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
+        act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]          # (B, T, d)
+        act = act.unsqueeze(1).expand(b, q, t, d)
+        answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=features.device)
+        words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
+        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
+        x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + length + 1, d)
+
+        keep = torch.cat([
+            torch.ones(b, q, n_img, dtype=torch.bool, device=features.device),
+            action_mask.unsqueeze(1).expand(b, q, t),
+            words != self.tokenizer.pad_id,
+        ], dim=2).reshape(b * q, 1, 1, -1)
+        for blk in self.blocks:
+            x = blk(x, keep)
+        h = self.final_norm(x[:, -1])                                                        # the <answer> position
+        # language head restricted to the answer words: rows "no", "yes" of the tied embedding
+        w = self.word_emb.weight[self.answer_ids]                                            # (2, d)
+        logits = h @ w.t() + self.lm_bias[self.answer_ids]
+        return logits.reshape(b, q, 2)
+

@@ -1,0 +1,323 @@
+"""`swm train world-model`: train a world-model backend on SAQA rows.
+
+    swm train world-model --config config/train/world_model_tiny.yaml [--out DIR] [--resume]
+
+AdamW with linear warmup then cosine decay, gradient-norm clipping, balanced sampling of
+(family, answer) strata (`SAQADataset.sample_weights`), fixed seeds (the batch of step s
+is drawn from a generator seeded by (seed, s), so a resumed run sees the same batches),
+periodic validation, a checkpoint directory loadable by `load_world_model(out)`, the
+optimizer state for `--resume` (safetensors), `metrics.jsonl` and `curves.png`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from swm_ros.config import ConfigError, load_config, to_dict
+from swm_ros.models.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE, _load_tensors,
+                                       load_optimizer_state, read_checkpoint_config, save_checkpoint,
+                                       save_optimizer_state)
+from swm_ros.models.registry import build_world_model
+
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+TRAIN_CONFIG_FILE = "train_config.yaml"
+
+
+@dataclass
+class DataConfig:
+    path: str                                    # SAQA file from `swm saqa`
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    val_splits: list[str] = field(default_factory=lambda: ["val"])
+    max_horizon: int | None = None               # default: the SAQA file's
+    families: list[str] | None = None            # None: all families
+    camera: str | None = None                    # None: the episodes' first camera
+    preload_images: bool = True                  # keep decoded episode images in memory
+    val_rows: int = 2000                         # fixed random subset of the validation rows
+    max_train_rows: int | None = None            # use only the first N training rows (debugging)
+    balanced: bool = True                        # sample (family, answer) strata equally
+
+
+@dataclass
+class WorldModelTrainConfig:
+    data: DataConfig
+    backend: str = "tiny"
+    model: dict[str, Any] = field(default_factory=dict)   # the backend's config (strict keys)
+    out: str = "runs/world_model_tiny"
+    batch_size: int = 64
+    steps: int = 20000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05                   # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 500
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 500
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    num_threads: int = 2
+    length_buckets: int = 4                      # split each batch by horizon to trim padding (same loss)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+
+
+def load_train_config(path: str | Path) -> WorldModelTrainConfig:
+    cfg = load_config(WorldModelTrainConfig, path)
+    build_world_model(cfg.backend, cfg.model)      # validates backend name and model keys early
+    return cfg
+
+
+def lr_at(step: int, cfg: WorldModelTrainConfig) -> float:
+    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_lr_ratio."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---- data ------------------------------------------------------------------------------
+class Batcher:
+    """SAQA rows -> model inputs, with every distinct question tokenised once."""
+
+    def __init__(self, ds, model):
+        self.ds = ds
+        tokens = model.tokenize(ds.questions) if ds.questions else torch.zeros(0, 1, dtype=torch.int64)
+        width = int((tokens != 0).sum(1).max()) if len(tokens) else 1
+        self.tokens = tokens[:, :max(width, 1)]           # no all-padding columns
+
+    def chunks(self, indices, n: int) -> list[dict[str, torch.Tensor]]:
+        """The rows in up to n chunks of similar horizon, each padded only to its own longest
+        chunk: the same loss as one padded batch (padding is masked), less compute."""
+        indices = np.asarray(indices)
+        order = np.argsort(self.ds.columns["h"][indices], kind="stable")
+        return [self(part) for part in np.array_split(indices[order], min(n, len(indices))) if len(part)]
+
+    def __call__(self, indices) -> dict[str, torch.Tensor]:
+        b = self.ds.batch(np.asarray(indices))
+        t = int(b["horizon"].max()) if len(b["horizon"]) else 0     # trim the padded action steps
+        return {
+            "images": torch.from_numpy(b["image"]),
+            "actions": torch.from_numpy(b["actions"][:, :t]).float(),
+            "action_mask": torch.from_numpy(b["action_mask"][:, :t]),
+            "tokens": self.tokens[torch.from_numpy(b["question_id"])].unsqueeze(1),    # (B, 1, L)
+            "answer": torch.from_numpy(b["answer"]).long(),
+            "family": torch.from_numpy(b["family"]).long(),
+            "horizon": torch.from_numpy(b["horizon"]).long(),
+        }
+
+
+def forward_batch(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    feats = model.encode_image(batch["images"])
+    return model.answer_logits_from_features(feats, batch["actions"], batch["tokens"], batch["action_mask"])[:, 0]
+
+
+@torch.no_grad()
+def evaluate(model, batcher: Batcher, indices: np.ndarray, batch_size: int = 256,
+             family_names: list[str] | None = None) -> dict[str, Any]:
+    """Loss, accuracy and accuracy per family and horizon bucket over `indices`."""
+    was = model.training
+    model.eval()
+    losses, correct, fams, hors = [], [], [], []
+    for b in batcher.chunks(indices, max(1, -(-len(indices) // batch_size))):
+        logits = forward_batch(model, b)
+        losses.append(F.cross_entropy(logits, b["answer"], reduction="none"))
+        correct.append(logits.argmax(-1) == b["answer"])
+        fams.append(b["family"])
+        hors.append(b["horizon"])
+    model.train(was)
+    if not losses:
+        return {"rows": 0}
+    loss, ok, fam, hor = (torch.cat(x) for x in (losses, correct, fams, hors))
+    out: dict[str, Any] = {"rows": int(len(ok)), "loss": float(loss.mean()), "accuracy": float(ok.float().mean())}
+    out["by_family"] = {(family_names[f] if family_names else str(f)): float(ok[fam == f].float().mean())
+                        for f in sorted(set(fam.tolist()))}
+    buckets = {"h=0": hor == 0, "h=1-10": (hor >= 1) & (hor <= 10), "h=11-25": (hor >= 11) & (hor <= 25),
+               "h>25": hor > 25}
+    out["by_horizon"] = {k: float(ok[m].float().mean()) for k, m in buckets.items() if bool(m.any())}
+    return out
+
+
+def _param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.dim() < 2 or name.endswith("_pos") or name == "type_emb":
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ---- metrics ---------------------------------------------------------------------------
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [m for m in metrics if m.get("split") == "train"]
+    val = [m for m in metrics if m.get("split") == "val" and "accuracy" in m]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        ax1.plot([m["step"] for m in train], [m["loss"] for m in train], label="train")
+        ax2.plot([m["step"] for m in train], [m["accuracy"] for m in train], label="train (batches)")
+    if val:
+        ax1.plot([m["step"] for m in val], [m["loss"] for m in val], "o-", label="val")
+        ax2.plot([m["step"] for m in val], [m["accuracy"] for m in val], "o-", label="val")
+    ax1.set(xlabel="step", ylabel="cross-entropy", title="loss")
+    ax2.set(xlabel="step", ylabel="accuracy", title="yes/no accuracy", ylim=(0.0, 1.0))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- training --------------------------------------------------------------------------
+def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None, resume: bool = False,
+                      progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+    """Train per `cfg` into `out` (default cfg.out); returns the training summary. `stop_at`
+    ends this run after that step (with a checkpoint); `resume` continues it on the same schedule."""
+    from tqdm import tqdm
+
+    from swm_ros.saqa.dataset import SAQADataset
+
+    out = Path(out or cfg.out)
+    torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    model = build_world_model(cfg.backend, cfg.model)
+    d = cfg.data
+    max_h = d.max_horizon
+    if max_h is None:
+        max_h = SAQADataset(d.path, split=None).max_horizon
+    if max_h > model.config.max_steps:
+        raise ConfigError(f"data max_horizon {max_h} > model max_steps {model.config.max_steps}")
+    ds_kwargs = dict(camera=d.camera, max_horizon=max_h, families=d.families, preload_images=d.preload_images)
+    train_ds = SAQADataset(d.path, split=d.train_splits, **ds_kwargs)
+    val_ds = SAQADataset(d.path, split=d.val_splits, **ds_kwargs)
+    n_train = len(train_ds) if d.max_train_rows is None else min(len(train_ds), d.max_train_rows)
+    if n_train == 0:
+        raise ValueError(f"{d.path}: no training rows in splits {d.train_splits}")
+    weights = train_ds.sample_weights()[:n_train] if d.balanced else np.ones(n_train)
+    weights = weights / weights.sum()
+    val_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(val_ds), min(d.val_rows, len(val_ds)),
+                                                             replace=False)) if len(val_ds) else np.zeros(0, int)
+    train_batch, val_batch = Batcher(train_ds, model), Batcher(val_ds, model)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+
+    start, metrics_path = 0, out / METRICS_FILE
+    if resume:
+        if not (out / OPTIMIZER_FILE).is_file():
+            raise FileNotFoundError(f"nothing to resume: {out / OPTIMIZER_FILE} not found")
+        saved = read_checkpoint_config(out)
+        if saved["backend"] != cfg.backend or saved["model"] != model.config_dict() \
+                or saved["vocabulary"] != model.vocabulary:
+            raise ConfigError(f"{out / CONFIG_FILE}: the checkpoint's model differs from the config's; "
+                              f"resume with the same backend and model config")
+        model.load_state_dict(_load_tensors(out / WEIGHTS_FILE))
+        extra, meta = load_optimizer_state(optimizer, out / OPTIMIZER_FILE)
+        start = int(meta["step"])
+        if "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"])
+        kept = [m for m in read_metrics(metrics_path) if m["step"] <= start]
+        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("")
+    (out / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+    def log(entry: dict[str, Any]) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    summary: dict[str, Any] = {"backend": cfg.backend, "data": str(d.path), "train_rows": n_train,
+                               "val_rows": int(len(val_idx)), "parameters": model.num_parameters()}
+    last_val: dict[str, Any] = {}
+
+    def save(step: int) -> None:
+        summary.update(step=step, steps=cfg.steps, val=last_val, seconds=time.perf_counter() - t0)
+        save_checkpoint(model, out, training=summary)
+        save_optimizer_state(optimizer, out / OPTIMIZER_FILE, extra={"torch_rng": torch.get_rng_state()},
+                             metadata={"step": step, "seed": cfg.seed})
+        plot_curves(read_metrics(metrics_path), out / CURVES_FILE)
+
+    model.train()
+    t0 = time.perf_counter()
+    run_loss, run_ok, run_n = 0.0, 0, 0
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train world-model",
+               disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = rng.choice(n_train, size=cfg.batch_size, p=weights)
+        optimizer.zero_grad(set_to_none=True)
+        for batch in train_batch.chunks(idx, cfg.length_buckets):
+            logits = forward_batch(model, batch)
+            loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
+            loss.backward()
+            run_loss += float(loss.detach()) * len(idx)
+            run_ok += int((logits.argmax(-1) == batch["answer"]).sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        run_n += len(idx)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            entry = {"step": done, "split": "train", "loss": run_loss / run_n, "accuracy": run_ok / run_n,
+                     "lr": lr, "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
+            log(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
+            summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
+            run_loss, run_ok, run_n = 0.0, 0, 0
+        if len(val_idx) and (done % cfg.eval_every == 0 or done == cfg.steps):
+            last_val = evaluate(model, val_batch, val_idx, family_names=val_ds.family_names)
+            log({"step": done, "split": "val", **last_val})
+            bar.write(f"step {done}: val accuracy {last_val['accuracy']:.4f} loss {last_val['loss']:.4f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_at:
+            save(done)
+        if done == stop_at:
+            break
+    bar.close()
+    train_ds.close()
+    val_ds.close()
+    if start >= cfg.steps:         # nothing left to do: the saved checkpoint stays as it is
+        return read_checkpoint_config(out).get("training", {})
+    return summary
+
+
+def cli_train_world_model(args) -> int:
+    cfg = load_train_config(args.config)
+    if getattr(args, "steps", None):
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    out = Path(args.out or cfg.out)
+    summary = train_world_model(cfg, out, resume=args.resume, progress=not getattr(args, "no_progress", False),
+                                stop_at=getattr(args, "stop_at", None))
+    val = summary.get("val") or {}
+    print(f"trained {summary.get('step')} steps -> {out}"
+          + (f"; val accuracy {val['accuracy']:.4f}" if "accuracy" in val else ""))
+    return 0

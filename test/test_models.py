@@ -1,0 +1,263 @@
+"""World-model protocol, the tiny backend and checkpoints (no data, no simulator)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from swm_ros.envs.base import ACTION_DIM
+from swm_ros.models.base import WorldModel
+from swm_ros.models.checkpoint import (CheckpointError, load_checkpoint, load_optimizer_state, save_checkpoint,
+                                       save_optimizer_state)
+from swm_ros.models.registry import BACKENDS, UnknownBackendError, build_world_model, load_world_model
+from swm_ros.models.text import Tokenizer, default_vocabulary, words
+from swm_ros.models.tiny import TinyConfig, TinyWorldModel
+from swm_ros.saqa.families import FAMILIES, question_text
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "swm_ros" / "models"
+QUESTIONS = [
+    question_text("touching", 0, "red block", "green block"),
+    question_text("moved", 1, "blue block", direction="left"),
+    question_text("gripper_closer", 2, "yellow block"),
+]
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def model() -> TinyWorldModel:
+    torch.manual_seed(0)
+    return TinyWorldModel(TinyConfig()).eval()
+
+
+def _images(b: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, 64, 64, 3), dtype=torch.uint8, generator=g)
+
+
+def _actions(b: int, t: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, t, ACTION_DIM, generator=g) * 2 - 1
+
+
+# ---- tokenizer --------------------------------------------------------------------------
+def test_tokenizer_covers_every_phrasing_and_maps_unknown_words():
+    tok = Tokenizer.default()
+    assert tok.vocabulary[:3] == ["<pad>", "<unk>", "<answer>"] and "yes" in tok.ids and "no" in tok.ids
+    for fam in FAMILIES:
+        for p in range(len(fam.phrasings)):
+            d = 0 if fam.direction_words else None
+            b = "green block" if fam.arity == 2 else ""
+            q = question_text(fam.name, p, "red block", b, direction=d)
+            assert tok.unknown_words(q) == [], q
+    ids = tok.encode(["Is the zebra touching the red block?"], max_len=10)
+    assert ids.shape == (1, 10) and ids[0, 2].item() == tok.unk_id and ids[0, 8:].eq(0).all() and ids[0, 7] != 0
+    assert words("Is the robot's hand?") == ["is", "the", "robot", "'s", "hand", "?"]
+    assert default_vocabulary() == default_vocabulary()          # deterministic order
+    with pytest.raises(ValueError):
+        Tokenizer(["yes", "no"])
+
+
+# ---- shapes and gradients ---------------------------------------------------------------
+@pytest.mark.parametrize("b,q,t", [(1, 1, 1), (3, 2, 7), (4, 3, 0), (2, 1, 16)])
+def test_answer_logits_shapes(model, b, q, t):
+    out = model.answer_logits(_images(b), _actions(b, t), QUESTIONS[:q])
+    assert isinstance(model, WorldModel)
+    assert out.shape == (b, q, 2) and torch.isfinite(out).all()
+    p = model.p_yes(_images(b), _actions(b, t), QUESTIONS[:q])
+    assert p.shape == (b, q) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_inputs_numpy_float_and_other_sizes(model):
+    imgs = _images(2)
+    a = model.answer_logits(imgs, _actions(2, 4), QUESTIONS[:1])
+    b = model.answer_logits(imgs.numpy().astype(np.float32) / 255.0, _actions(2, 4).numpy(), QUESTIONS[:1])
+    assert torch.allclose(a, b, atol=1e-5)
+    big = torch.randint(0, 256, (2, 96, 96, 3), dtype=torch.uint8)
+    assert model.answer_logits(big, _actions(2, 4), QUESTIONS[:1]).shape == (2, 1, 2)
+    with pytest.raises(ValueError):
+        model.answer_logits(imgs, torch.zeros(2, 4, ACTION_DIM + 1), QUESTIONS[:1])
+    with pytest.raises(ValueError):
+        model.answer_logits(imgs, torch.zeros(2, 65, ACTION_DIM), QUESTIONS[:1])
+
+
+def test_gradients_wrt_actions_finite_and_nonzero(model):
+    actions = _actions(4, 16).requires_grad_(True)
+    p = model.answer_logits(_images(4), actions, QUESTIONS).log_softmax(-1)[..., 1]
+    p.sum().backward()
+    g = actions.grad
+    assert g is not None and torch.isfinite(g).all()
+    assert g.abs().sum(dim=(1, 2)).gt(0).all()                       # every candidate gets a signal
+    assert g.abs().sum(dim=(0, 2)).gt(0).all()                       # and every step
+
+
+def test_action_mask_ignores_padding(model):
+    imgs = _images(2)
+    short = _actions(2, 5)
+    padded = torch.cat([short, torch.randn(2, 7, ACTION_DIM) * 3], dim=1)
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[:, :5] = True
+    a = model.answer_logits(imgs, short, QUESTIONS)
+    b = model.answer_logits(imgs, padded, QUESTIONS, action_mask=mask)
+    assert torch.allclose(a, b, atol=1e-5)
+    # ... and the actions matter when they are not masked
+    c = model.answer_logits(imgs, padded, QUESTIONS)
+    assert not torch.allclose(a, c, atol=1e-4)
+
+
+def test_cached_features_match_full_forward(model):
+    n = 32
+    image = _images(1, seed=5)
+    chunks = _actions(n, 16, seed=6)
+    tokens = model.tokenize(QUESTIONS)
+    with torch.no_grad():
+        feats = model.encode_image(image)
+        cached = model.answer_logits_from_features(feats, chunks, tokens)
+        full = model.answer_logits(image.expand(n, -1, -1, -1), chunks, QUESTIONS)
+    assert cached.shape == (n, len(QUESTIONS), 2)
+    assert (cached - full).abs().max().item() < 1e-5
+    # per-row question tokens (B, Q, L) equal the shared (Q, L) form
+    per_row = model.answer_logits_from_features(feats, chunks, tokens.unsqueeze(0).expand(n, -1, -1))
+    assert (per_row - cached).abs().max().item() < 1e-5
+
+
+def test_questions_change_the_answer_and_rows_are_independent(model):
+    imgs, acts = _images(3), _actions(3, 8)
+    out = model.answer_logits(imgs, acts, QUESTIONS)
+    assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)
+    one = model.answer_logits(imgs[1:2], acts[1:2], QUESTIONS)
+    assert torch.allclose(one[0], out[1], atol=1e-5)
+
+
+def test_parameter_count_in_range(model):
+    assert 1_000_000 <= model.num_parameters() <= 3_000_000
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_traces_without_data_dependent_control_flow(model):
+    class Scorer(torch.nn.Module):
+        def __init__(self, wm):
+            super().__init__()
+            self.wm = wm
+
+        def forward(self, images, actions, mask, tokens):
+            return self.wm.answer_logits_from_features(self.wm.encode_image(images), actions, tokens, mask)
+
+    tokens = model.tokenize(QUESTIONS)
+    scorer = Scorer(model).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(scorer, (_images(2), _actions(2, 8), torch.ones(2, 8, dtype=torch.bool), tokens),
+                                 check_trace=False)
+        # same shapes, different values (masks included): the trace must follow the data, not branch on it
+        args = (_images(2, seed=3), _actions(2, 8, seed=9), torch.rand(2, 8) > 0.3, tokens.flip(0))
+        assert torch.allclose(traced(*args), scorer(*args), atol=1e-5)
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+def test_checkpoint_round_trip(tmp_path, model):
+    d = save_checkpoint(model, tmp_path / "ckpt", training={"step": np.int64(3), "acc": np.float32(0.5)})
+    assert sorted(p.name for p in d.iterdir()) == ["config.yaml", "model.safetensors"]
+    loaded = load_world_model(str(d))
+    assert isinstance(loaded, TinyWorldModel) and not loaded.training
+    assert loaded.vocabulary == model.vocabulary and loaded.training_summary["step"] == 3
+    imgs, acts = _images(3), _actions(3, 10)
+    with torch.no_grad():
+        assert torch.equal(model.answer_logits(imgs, acts, QUESTIONS), loaded.answer_logits(imgs, acts, QUESTIONS))
+
+
+def test_checkpoint_keeps_a_custom_config_and_vocabulary(tmp_path):
+    vocab = default_vocabulary() + ["magenta"]
+    m = build_world_model("tiny", {"d_model": 64, "layers": 2, "heads": 2}, vocab)
+    save_checkpoint(m, tmp_path / "c")
+    loaded = load_checkpoint(tmp_path / "c")
+    assert loaded.config.d_model == 64 and "magenta" in loaded.tokenizer.ids
+
+
+def test_missing_checkpoint_errors_name_the_path(tmp_path, model):
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "nope"))):
+        load_world_model(tmp_path / "nope")
+    d = save_checkpoint(model, tmp_path / "c")
+    (d / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_checkpoint(d)
+    (d / "config.yaml").unlink()
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        load_checkpoint(d)
+
+
+def test_corrupt_checkpoint_raises_value_error(tmp_path, model):
+    d = save_checkpoint(model, tmp_path / "c")
+    w = d / "model.safetensors"
+    data = w.read_bytes()
+    w.write_bytes(data[:len(data) // 2])                               # truncated
+    with pytest.raises(ValueError, match="corrupt or not a safetensors file"):
+        load_checkpoint(d)
+    w.write_bytes(b"\x00" * 64)                                       # garbage
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(d)
+    save_checkpoint(build_world_model("tiny", {"d_model": 64, "heads": 2}), tmp_path / "small")
+    (d / "model.safetensors").write_bytes((tmp_path / "small" / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="model.safetensors"):     # wrong shapes
+        load_checkpoint(d)
+    (d / "config.yaml").write_text("format: something_else\n")
+    with pytest.raises(CheckpointError, match="not a world-model checkpoint"):
+        load_checkpoint(d)
+
+
+def test_unknown_backend_lists_known_ones(tmp_path, model):
+    d = save_checkpoint(model, tmp_path / "c")
+    cfg = (d / "config.yaml").read_text().replace("backend: tiny", "backend: giant")
+    (d / "config.yaml").write_text(cfg)
+    with pytest.raises(UnknownBackendError, match=r"giant.*tiny"):
+        load_checkpoint(d)
+    with pytest.raises(ValueError, match="known backends"):
+        build_world_model("giant")
+    assert "tiny" in BACKENDS
+
+
+def test_unknown_model_config_key_is_rejected():
+    from swm_ros.config import ConfigError
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_world_model("tiny", {"d_modle": 64})
+
+
+def test_shipped_config_matches_the_dataclass():
+    from swm_ros.config import load_config
+    cfg = load_config(TinyConfig, Path(__file__).resolve().parents[1] / "config" / "models" / "tiny.yaml")
+    assert cfg == TinyConfig()
+
+
+def test_load_by_name_without_shipped_weights_is_clear(monkeypatch, tmp_path):
+    from swm_ros.models import registry
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="swm train world-model"):
+        load_world_model("tiny")
+
+
+def test_optimizer_state_round_trip(tmp_path, model):
+    m = build_world_model("tiny", {"d_model": 64, "heads": 2, "layers": 1})
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    loss = m.answer_logits(_images(2), _actions(2, 3), QUESTIONS).sum()
+    loss.backward()
+    opt.step()
+    rng = torch.get_rng_state()
+    save_optimizer_state(opt, tmp_path / "opt.safetensors", extra={"rng": rng}, metadata={"step": 7})
+    opt2 = torch.optim.AdamW(m.parameters(), lr=5.0)
+    extra, meta = load_optimizer_state(opt2, tmp_path / "opt.safetensors")
+    assert meta == {"step": 7}
+    assert torch.equal(extra["rng"], rng)
+    assert opt2.param_groups[0]["lr"] == 1e-3
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys()
+    for k in s1:
+        for name in s1[k]:
+            assert torch.equal(torch.as_tensor(s1[k][name]), torch.as_tensor(s2[k][name]))
+
+
+def test_no_pickle_in_models_package():
+    for path in MODELS_DIR.rglob("*.py"):
+        text = path.read_text()
+        assert "torch.load" not in text and "import pickle" not in text, path

@@ -1,0 +1,152 @@
+"""Training the tiny world model on real (tiny) SAQA data from `swm collect` + `swm saqa`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from swm_ros.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SWM = [sys.executable, "-m", "swm_ros.cli"]
+
+
+def _swm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="2")
+    return subprocess.run([*SWM, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def saqa_file(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wm_data") / "c"
+    r = _swm("collect", "--out", str(out), "--episodes", "6", "--tasks", "push", "--variants", "nominal",
+             "--policies", "scripted:1,noisy:1,random:1", "--workers", "1", "--max-steps", "40")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _swm("saqa", "--episodes", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out / "saqa.h5"
+
+
+def _train_config(saqa: Path, **over) -> dict:
+    cfg = yaml.safe_load((REPO / "config" / "train" / "world_model_tiny.yaml").read_text())
+    cfg["data"].update(path=str(saqa), val_splits=["test"], val_rows=128)
+    cfg.update(steps=12, batch_size=8, warmup_steps=3, eval_every=6, log_every=3, checkpoint_every=6)
+    cfg["model"].update(d_model=32, layers=1, heads=2, conv_channels=[8, 16, 16])     # small: CLI plumbing only
+    cfg.update(over)
+    return cfg
+
+
+def test_tiny_overfits_64_real_samples(saqa_file):
+    from swm_ros.models.registry import build_world_model
+    from swm_ros.models.train import Batcher, forward_batch
+    from swm_ros.saqa.dataset import SAQADataset
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    ds = SAQADataset(saqa_file, split="train", preload_images=True)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(ds), size=64, replace=False, p=ds.sample_weights())   # a mix of families
+    model = build_world_model("tiny", {})
+    batch = Batcher(ds, model)(idx)
+    assert 0.2 < batch["answer"].float().mean() < 0.8 and len(set(batch["family"].tolist())) >= 4
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    t0, acc, step = time.perf_counter(), 0.0, 0
+    for step in range(1, 301):
+        logits = forward_batch(model, batch)
+        loss = F.cross_entropy(logits, batch["answer"])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 10 == 0:
+            with torch.no_grad():
+                model.eval()
+                acc = float((forward_batch(model, batch).argmax(-1) == batch["answer"]).float().mean())
+                model.train()
+            if acc == 1.0:
+                break
+    print(f"overfit: {step} steps, {time.perf_counter() - t0:.1f} s, final loss {float(loss.detach()):.4f}")
+    assert acc == 1.0, f"training accuracy {acc} after {step} steps"
+
+
+def test_cli_train_writes_checkpoint_curves_metrics_and_resumes(saqa_file, tmp_path):
+    from swm_ros.models.registry import load_world_model
+
+    out = tmp_path / "run"
+    cfg_path = tmp_path / "wm.yaml"
+    cfg_path.write_text(yaml.safe_dump(_train_config(saqa_file, steps=12)))
+    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--stop-at", "6", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("model.safetensors", "config.yaml", "optimizer.safetensors", "metrics.jsonl", "curves.png",
+                 "train_config.yaml"):
+        assert (out / name).is_file(), name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["split"] == "train"] == [3, 6]
+    val = [m for m in metrics if m["split"] == "val"]
+    assert [m["step"] for m in val] == [6] and 0.0 <= val[0]["accuracy"] <= 1.0 and val[0]["rows"] == 128
+    model = load_world_model(out)
+    assert model.training_summary["step"] == 6 and model.training_summary["val"]["rows"] == 128
+    w6 = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # resume to 12 steps: continues at the saved step with the same schedule
+    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["split"] == "train"] == [3, 6, 9, 12]
+    resumed = load_world_model(out)
+    assert resumed.training_summary["step"] == 12
+    assert any(not torch.equal(w6[k], v) for k, v in resumed.state_dict().items())
+
+    # the same 12 steps in one go give the same weights (same batches, same schedule, restored optimizer)
+    straight = tmp_path / "straight"
+    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(straight), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref = load_world_model(straight).state_dict()
+    for k, v in resumed.state_dict().items():
+        assert torch.allclose(v, ref[k], atol=1e-5), k
+
+
+def test_resume_without_checkpoint_fails(saqa_file, tmp_path):
+    from swm_ros.models.train import WorldModelTrainConfig, train_world_model
+    from swm_ros.config import load_config
+
+    cfg = load_config(WorldModelTrainConfig, _train_config(saqa_file))
+    with pytest.raises(FileNotFoundError, match="optimizer.safetensors"):
+        train_world_model(cfg, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_unknown_config_keys_fail(tmp_path):
+    from swm_ros.models.train import load_train_config
+
+    base = _train_config(Path("unused.h5"))
+    for bad in ({**base, "learning_rate": 0.1}, {**base, "data": {**base["data"], "pth": "x"}},
+                {**base, "model": {**base["model"], "d_modle": 64}}, {**base, "backend": "giant"}):
+        p = tmp_path / "bad.yaml"
+        p.write_text(yaml.safe_dump(bad))
+        with pytest.raises((ConfigError, ValueError)) as e:
+            load_train_config(p)
+        if bad.get("backend") != "giant":
+            assert isinstance(e.value, ConfigError) and "unknown key" in str(e.value)
+    r = _swm("train", "world-model", "--config", str(p))
+    assert r.returncode != 0
+
+
+def test_shipped_train_config_loads():
+    from swm_ros.models.train import load_train_config, lr_at
+
+    cfg = load_train_config(REPO / "config" / "train" / "world_model_tiny.yaml")
+    assert cfg.backend == "tiny" and cfg.steps > cfg.warmup_steps
+    lrs = [lr_at(s, cfg) for s in range(cfg.steps)]
+    assert lrs[0] < lrs[cfg.warmup_steps - 1] == pytest.approx(cfg.lr)
+    assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-2)
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[cfg.warmup_steps:], lrs[cfg.warmup_steps + 1:]))
