@@ -136,10 +136,9 @@ def test_bad_chunks_rejected_nothing_published_then_recovers(controller, probe) 
     probe.spin(0.5)
     assert robot.trajs == [], "a rejected chunk produced a trajectory"
     assert proc.alive()
-    log = proc.output()
     for reason in ("non-finite", "values, expected", "exceeds bound", "action names", "dt ", "stale", "future",
-                   "unstamped"):
-        assert reason in log, reason
+                   "unstamped"):   # the child's log can lag the rejection counter under load
+        assert probe.wait_for(lambda: reason in proc.output(), 5), f"{reason}\n{proc.output()}"
     # still alive and still executing: a following valid chunk goes through
     robot.send(robot.chunk(_move()))
     assert probe.wait_for(lambda: robot.trajs, 5), proc.output()
