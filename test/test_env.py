@@ -138,3 +138,28 @@ def test_contacts_and_grasp_in_a_hand_built_scene(env):
     assert s.grasped == "red_block" and not s.touching("red_block", TABLE)
     assert s.objects["red_block"].position[2] > z + 0.08
     assert np.abs(env.joint_positions()[:-1] - q_up).max() < 0.01   # targets tracked under load
+
+
+def test_proprio_from_joints_matches_the_simulator():
+    """A real robot has no privileged state: FK of the joints must give the same proprio."""
+    from swm_ros.envs.base import proprio_vector
+
+    env = NicolTabletopEnv(task="pick", cameras=(), seed=2)
+    env.reset(seed=2)
+    for a in ([0.5, -0.3, -0.4, 0.2, 1.0], [-0.2, 0.4, 0.1, -0.5, -1.0]):
+        for _ in range(6):
+            env.step(np.array(a))
+        env.advance(0.5)     # at rest, so the site pose does not lag the joints
+        obs = env.observe()
+        q = env.joint_positions()
+        pose = env.kinematics.fk(q[:-1])
+        from_joints = proprio_vector(q, pose.position, pose.yaw, env.profile.gripper.opening(q[-1]))
+        np.testing.assert_allclose(from_joints, obs.proprio, atol=1e-4)
+
+
+def test_gripper_command_convention():
+    g = NicolTabletopEnv(cameras=()).profile.gripper
+    assert g.joint_target(-1.0) == g.open and g.joint_target(1.0) == g.closed
+    assert g.joint_target(5.0) == g.closed                    # clipped, never beyond closed
+    assert g.opening(g.open) == 1.0 and g.opening(g.closed) == 0.0
+    assert g.opening(g.joint_target(0.0)) == pytest.approx(0.5)

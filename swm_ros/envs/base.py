@@ -84,6 +84,13 @@ class TaskSpec:
     max_steps: int = 100
 
 
+def proprio_vector(joint_positions: np.ndarray, effector_position: np.ndarray, effector_yaw: float,
+                   gripper_opening: float) -> np.ndarray:
+    """The `Observation.proprio` layout: arm joints, gripper joint, effector xyz, yaw, opening."""
+    return np.concatenate([np.asarray(joint_positions, dtype=float), np.asarray(effector_position, dtype=float),
+                           [effector_yaw, gripper_opening]]).astype(np.float32)
+
+
 @runtime_checkable
 class Env(Protocol):
     """A seeded tabletop world. Implementations: `envs.nicol_tabletop.NicolTabletopEnv`."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from swm_ros.envs.base import ACTION_DIM, ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState, TaskSpec
+from swm_ros.envs.base import ACTION_DIM, ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState, TaskSpec, proprio_vector
 from swm_ros.envs.scene import PAD_BODIES, TABLE_GEOM, TOOL_SITE, MIRROR_JOINT_SUFFIX, scene_xml
 from swm_ros.envs.tasks import Layout, sample_task, task_success
 from swm_ros.envs.variants import Variant, get_variant
@@ -72,8 +72,6 @@ class NicolTabletopEnv:
         self._vel = self.profile.velocity_limits(simulated=True)
         self._ws_lo = np.asarray(self.profile.workspace.lower)
         self._ws_hi = np.asarray(self.profile.workspace.upper)
-        g = self.profile.gripper
-        self._g_open, self._g_closed = g.open, g.closed
         self._sims: dict[str, _Sim] = {}
         self._renderers: dict[tuple[int, int, int], mujoco.Renderer] = {}
         self._task_name, self._variant_name = task, variant
@@ -131,9 +129,9 @@ class NicolTabletopEnv:
         self._spec, layout = sample_task(self._task_name, sim.variant, self.profile, rng, self.max_steps)
         m, d = sim.model, sim.data
         mujoco.mj_resetData(m, d)
-        home = np.array([*self.profile.arm.home, self._g_open])
+        home = np.array([*self.profile.arm.home, self.profile.gripper.open])
         d.qpos[sim.qadr] = home
-        d.qpos[sim.mirror_qadr] = self._g_open
+        d.qpos[sim.mirror_qadr] = self.profile.gripper.open
         self._place_objects(layout)
         self._target = home.copy()
         self._setpoint = home.copy()
@@ -173,7 +171,7 @@ class NicolTabletopEnv:
             pose = self.kinematics.fk(res.q)
             self._cmd_pos = np.clip(pose.position, self._ws_lo, self._ws_hi)
             self._cmd_yaw = float(np.clip(pose.yaw, -YAW_LIMIT, YAW_LIMIT))
-        grip = self._g_open + 0.5 * (np.clip(a[4], -1, 1) + 1.0) * (self._g_closed - self._g_open)
+        grip = self.profile.gripper.joint_target(a[4])
         self.set_joint_targets(np.array([*res.q, grip]))
         self.advance(self.control_dt)
         self._step += 1
@@ -288,17 +286,14 @@ class NicolTabletopEnv:
         return PrivilegedState(
             step=self._step, time=float(d.time), objects=objects,
             effector_position=d.site_xpos[sim.site].copy(), effector_yaw=yaw_of(R),
-            gripper_opening=self._opening(q[-1]), grasped=grasped, contacts=frozenset(contacts),
+            gripper_opening=self.profile.gripper.opening(q[-1]), grasped=grasped, contacts=frozenset(contacts),
             joint_positions=q, table_height=float(self.profile.table.height))
-
-    def _opening(self, g: float) -> float:
-        return float(np.clip((self._g_closed - g) / (self._g_closed - self._g_open), 0.0, 1.0))
 
     def observe(self) -> Observation:
         state = self.privileged_state()
         images = {c: self.render(c) for c in self.camera_names}
-        proprio = np.concatenate([state.joint_positions, state.effector_position,
-                                  [state.effector_yaw, state.gripper_opening]]).astype(np.float32)
+        proprio = proprio_vector(state.joint_positions, state.effector_position, state.effector_yaw,
+                                 state.gripper_opening)
         return Observation(images=images, proprio=proprio, step=self._step, time=state.time, state=state)
 
     def render(self, camera: str, width: int | None = None, height: int | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from swm_ros.envs.base import ACTION_DIM, Observation, PrivilegedState, TaskSpec
+from swm_ros.robots.kinematics import wrap_angle
 from swm_ros.robots.profile import RobotProfile, load_robot_profile
 
 SAFE_Z = 0.10         # grasp point above the table when moving over blocks (pad tips at 8.5 cm)
@@ -42,10 +43,6 @@ SEPARATE_GAP = 0.115  # separate: centre distance that counts as done (task need
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v / n if n > 1e-9 else np.array([1.0, 0.0])
-
-
-def _wrap(a: float, period: float = 2 * np.pi) -> float:
-    return float((a + period / 2) % period - period / 2)
 
 
 def _block_yaw(q: np.ndarray) -> float:
@@ -123,7 +120,7 @@ class ScriptedExpertPolicy:
         pos = np.clip(pos, self._ws_lo, self._ws_hi)
         a = np.empty(ACTION_DIM)
         a[:3] = np.clip((pos - v.pos) / self._step_xyz, -1.0, 1.0)
-        a[3] = np.clip(_wrap(yaw - v.yaw) / self._step_yaw, -1.0, 1.0)
+        a[3] = np.clip(wrap_angle(yaw - v.yaw) / self._step_yaw, -1.0, 1.0)
         a[4] = grip
         return a
 
@@ -145,7 +142,7 @@ class ScriptedExpertPolicy:
     # -- shared pieces ---------------------------------------------------------------------
 
     def _grasp_yaw(self, v: _Virtual, name: str) -> float:
-        return _wrap(v.obj_yaw[name], np.pi / 2)  # cubes repeat every quarter turn
+        return wrap_angle(v.obj_yaw[name], np.pi / 2)  # cubes repeat every quarter turn
 
     def _over(self, v: _Virtual, xy: np.ndarray, z: float, yaw: float, grip: float,
               safe: float) -> tuple[np.ndarray, float, float] | None:
@@ -165,7 +162,7 @@ class ScriptedExpertPolicy:
         if v.held == name:
             return np.array([*v.pos[:2], v.table + lift_z]), v.yaw, 1.0
         at_grasp = (np.linalg.norm(v.pos[:2] - block[:2]) < XY_TOL + 0.004
-                    and abs(v.pos[2] - grasp_z) < Z_TOL and abs(_wrap(v.yaw - yaw)) < YAW_TOL)
+                    and abs(v.pos[2] - grasp_z) < Z_TOL and abs(wrap_angle(v.yaw - yaw)) < YAW_TOL)
         if v.closing > 0:
             if at_grasp and v.closing < CLOSE_STEPS:
                 return v.pos.copy(), v.yaw, 1.0
@@ -188,14 +185,14 @@ class ScriptedExpertPolicy:
         block = v.objs[name]
         h = v.half[name]
         d = _unit(goal_xy - block[:2])
-        yaw = _wrap(float(np.arctan2(d[1], d[0])) + np.pi / 2, np.pi)
+        yaw = wrap_angle(float(np.arctan2(d[1], d[0])) + np.pi / 2, np.pi)
         push_z = v.table + PUSH_Z
         rel = v.pos[:2] - block[:2]
         along = float(rel @ d)
         lateral = float(abs(rel @ np.array([-d[1], d[0]])))
         contact = h + PADDLE
         behind = (lateral < 0.03 and -contact - 0.05 < along < -contact + 0.012
-                  and v.pos[2] < push_z + Z_TOL and abs(_wrap(v.yaw - yaw, np.pi)) < 2 * YAW_TOL)
+                  and v.pos[2] < push_z + Z_TOL and abs(wrap_angle(v.yaw - yaw, np.pi)) < 2 * YAW_TOL)
         if behind:
             # Steer to the point right behind the block (removing lateral drift) and
             # advance along d, at most PUSH_SPEED of a full step.
@@ -247,7 +244,7 @@ class ScriptedExpertPolicy:
             return np.array([*v.pos[:2], v.table + SAFE_Z]), v.yaw, -1.0   # placed: open and retreat
         if float(np.linalg.norm(a[:2] - b[:2])) > SEPARATE_GAP and not v.held:
             return v.pos.copy(), v.yaw, -1.0
-        yaw = _wrap(float(np.arctan2(u[1], u[0])) + np.pi / 2, np.pi)  # tool x across u (pads symmetric under pi)
+        yaw = wrap_angle(float(np.arctan2(u[1], u[0])) + np.pi / 2, np.pi)  # tool x across u (pads symmetric under pi)
         return self._pick_goal(v, objs[0], CARRY_Z, yaw=yaw)
 
     def _place_goal(self, v: _Virtual, xy: np.ndarray, centre_z: float) -> tuple[np.ndarray, float, float]:

@@ -62,8 +62,9 @@ def palm_down_rotation(yaw: float) -> np.ndarray:
     return np.array([[c, s, 0.0], [s, -c, 0.0], [0.0, 0.0, -1.0]])
 
 
-def wrap_angle(a: float) -> float:
-    return float((a + np.pi) % (2 * np.pi) - np.pi)
+def wrap_angle(a: float, period: float = 2 * np.pi) -> float:
+    """`a` into [-period/2, period/2): period pi or pi/2 for symmetric grippers and cubes."""
+    return float((a + period / 2) % period - period / 2)
 
 
 def yaw_of(rotation: np.ndarray) -> float:

@@ -62,6 +62,15 @@ class GripperSpec:
     closed: float         # joint position when closed
     velocity_limit: float  # joint units per second
 
+    def joint_target(self, command: float) -> float:
+        """The gripper action (-1 open .. +1 closed) as a joint position target."""
+        c = float(np.clip(command, -1.0, 1.0))
+        return self.open + (c + 1.0) / 2.0 * (self.closed - self.open)
+
+    def opening(self, position: float) -> float:
+        """A gripper joint position as an opening: 1 fully open .. 0 closed."""
+        return float(np.clip((self.closed - position) / (self.closed - self.open), 0.0, 1.0))
+
 
 @dataclass(frozen=True)
 class CameraSpec:

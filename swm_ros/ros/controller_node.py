@@ -154,7 +154,7 @@ class ControllerNode(Node):
                 steps, float(msg.dt), q0, self.kin,
                 max_step_xyz=self.profile.effector.max_step_xyz, max_step_yaw=self.profile.effector.max_step_yaw,
                 workspace_lower=self.profile.workspace.lower, workspace_upper=self.profile.workspace.upper,
-                gripper_open=self.profile.gripper.open, gripper_closed=self.profile.gripper.closed,
+                gripper=self.profile.gripper,
                 lower=self.lower, upper=self.upper, velocity_limits=self.vmax,
                 yaw_limit=self.p.yaw_limit, ik_tolerance=self.p.ik_tolerance)
         except (PlanError, ValueError) as e:

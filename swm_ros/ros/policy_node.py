@@ -23,8 +23,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 
-from swm_ros.envs.base import ACTION_NAMES, Observation
+from swm_ros.envs.base import ACTION_NAMES, Observation, proprio_vector
 from swm_ros.msg import ActionChunk, ActionProposals, TaskInfo, WorldState
+from swm_ros.robots.kinematics import ArmKinematics
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
 from swm_ros.ros.node_utils import (Param, StartupError, declare_parameters, non_negative, one_of, positive,
@@ -63,6 +64,7 @@ class PolicyNode(Node):
             raise StartupError(f"camera {self.p.camera!r} not in profile (has {sorted(self.profile.cameras)})")
         self.policy = self._make_policy()
         self.joint_names = self.profile.joint_names
+        self.kin = ArmKinematics(self.profile)
         self._lock = threading.Lock()
         self._image: tuple[float, np.ndarray] | None = None      # (stamp, rgb)
         self._joints: tuple[float, np.ndarray] | None = None
@@ -194,12 +196,11 @@ class PolicyNode(Node):
         self.pub_chunk.publish(chunks[0])
 
     def _proprio(self, joints: np.ndarray, state) -> np.ndarray:
-        """Arm joints, gripper joint, effector xyz, yaw, opening (Observation.proprio layout)."""
-        if state is None:
-            tail = np.zeros(5)
-        else:
-            tail = np.array([*state.effector_position, state.effector_yaw, state.gripper_opening])
-        return np.concatenate([joints, tail]).astype(np.float32)
+        """Observation.proprio from the simulator's state, or, on a real robot, from the joints."""
+        if state is not None:
+            return proprio_vector(joints, state.effector_position, state.effector_yaw, state.gripper_opening)
+        pose = self.kin.fk(joints[:-1])
+        return proprio_vector(joints, pose.position, pose.yaw, self.profile.gripper.opening(joints[-1]))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from swm_ros.robots import safety
+from swm_ros.robots.profile import GripperSpec
 
 
 class Kinematics(Protocol):
@@ -39,7 +40,7 @@ class PlanError(ValueError):
 def chunk_to_waypoints(actions: np.ndarray, dt: float, q_current: np.ndarray, kin: Kinematics,
                        *, max_step_xyz: float, max_step_yaw: float,
                        workspace_lower: Sequence[float], workspace_upper: Sequence[float],
-                       gripper_open: float, gripper_closed: float,
+                       gripper: GripperSpec,
                        lower: np.ndarray, upper: np.ndarray, velocity_limits: np.ndarray,
                        yaw_limit: float = np.pi / 2, ik_tolerance: float = 0.03) -> ChunkPlan:
     """Turn an (H, 5) chunk [dx dy dz dyaw gripper] into a timed joint trajectory.
@@ -73,9 +74,7 @@ def chunk_to_waypoints(actions: np.ndarray, dt: float, q_current: np.ndarray, ki
             reached = kin.fk(q_arm)
             p_next = np.asarray(reached.position, dtype=np.float64)
             yaw_next = float(np.clip(reached.yaw, -yaw_limit, yaw_limit))
-        # gripper action is a target: -1 open .. +1 closed
-        g = gripper_open + (float(np.clip(a[4], -1, 1)) + 1.0) / 2.0 * (gripper_closed - gripper_open)
-        rows.append(np.append(q_arm, g))
+        rows.append(np.append(q_arm, gripper.joint_target(a[4])))
         targets.append(p_next)
         p, yaw, q_seed = p_next, yaw_next, q_arm
     positions, clamped = safety.clamp_positions(np.array(rows), lower, upper)
