@@ -150,3 +150,51 @@ def test_shipped_train_config_loads():
     assert lrs[0] < lrs[cfg.warmup_steps - 1] == pytest.approx(cfg.lr)
     assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-2)
     assert all(a >= b - 1e-12 for a, b in zip(lrs[cfg.warmup_steps:], lrs[cfg.warmup_steps + 1:]))
+
+
+def test_checkpoint_carries_the_data_processor_and_eval_reports(saqa_file, tmp_path):
+    """The crop + resize the frames were stored with goes into the checkpoint, and
+    `swm eval world-model` scores the checkpoint on the test split with every report part."""
+    from swm_ros.data.episodes import EpisodeReader
+    from swm_ros.models.registry import load_world_model
+    from swm_ros.robots.profile import load_robot_profile
+
+    out = tmp_path / "run"
+    cfg_path = tmp_path / "wm.yaml"
+    cfg_path.write_text(yaml.safe_dump(_train_config(saqa_file, steps=6)))
+    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    model = load_world_model(out)
+    episode = next((saqa_file.parent / "episodes").glob("*.h5"))
+    with EpisodeReader(episode) as ep:
+        stored = ep.image_processing("overhead")
+        assert ep.images("overhead").shape[1:] == (64, 64, 3)
+    roi = load_robot_profile("nicol").cameras["overhead"].roi
+    assert stored == {"roi": list(roi), "size": 64}
+    assert model.image_processor is not None and model.image_processor.config.to_dict() == stored
+
+    report = tmp_path / "eval"
+    r = _swm("eval", "world-model", "--checkpoint", str(out), "--data", str(saqa_file), "--split", "test",
+             "--out", str(report), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["rows"] > 0
+    assert sum(v["rows"] for v in result["by_family"].values()) == result["rows"]
+    assert sum(v["rows"] for v in result["by_horizon"].values()) == result["rows"]
+    assert sum(b["rows"] for b in result["reliability"]) == result["rows"] and 0.0 <= result["ece"] <= 1.0
+    for suffix in (".json", ".md", ".png"):
+        assert (report / f"world_model_eval_test{suffix}").is_file()
+
+    missing = _swm("eval", "world-model", "--checkpoint", str(tmp_path / "nope"), "--data", str(saqa_file))
+    assert missing.returncode == 2 and "not found" in missing.stdout
+
+
+def test_calibration_error_on_hand_made_predictions():
+    from swm_ros.evaluation.world_model_eval import calibration
+
+    y = np.array([1, 0] * 50)
+    assert calibration(np.full(100, 0.5), y)["ece"] == pytest.approx(0.0)          # 50 % said, 50 % true
+    # always 0.9 for "yes" while half are "no": |0.9 - 0.5| = 0.4
+    assert calibration(np.full(100, 0.9), y)["ece"] == pytest.approx(0.4)
+    perfect = calibration(y.astype(float), y)
+    assert perfect["ece"] == pytest.approx(0.0) and perfect["brier"] == pytest.approx(0.0)

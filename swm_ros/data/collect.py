@@ -12,6 +12,7 @@ Output: <out>/episodes/ep_XXXXXX.h5 (docs/data-format.md) and <out>/manifest.jso
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import multiprocessing as mp
 import os
@@ -24,6 +25,7 @@ import numpy as np
 
 from swm_ros.data.episodes import EpisodeFormatError, EpisodeMeta, EpisodeRecorder, EpisodeReader
 from swm_ros.data.manifest import DEFAULT_FRACTIONS, assign_split, read_manifest, write_manifest
+from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
 
 EPISODE_DIR = "episodes"
 
@@ -40,8 +42,13 @@ class CollectConfig:
     variants: tuple[str, ...] = ("nominal",)
     policies: dict[str, float] = field(default_factory=lambda: {"scripted": 1.0})
     workers: int = 1
-    image_size: tuple[int, int] = (64, 64)
+    image_size: tuple[int, int] = (64, 64)       # stored frames (after the image processor)
     cameras: tuple[str, ...] = ("overhead",)
+    # Frames are rendered at render_size (the camera's own 4:3 aspect), cropped to the robot
+    # profile's camera roi when crop is true, and resized to image_size (square then);
+    # render_size None stores the rendered image_size frames as they are.
+    render_size: tuple[int, int] | None = (240, 320)
+    crop: bool = True
     max_steps: int | None = None          # None: the task's own max_steps
     seed: int = 0
     robot: str = "nicol"
@@ -59,6 +66,8 @@ class CollectConfig:
             raise ValueError("tasks, variants and policies must not be empty")
         if any(w < 0 for w in self.policies.values()) or sum(self.policies.values()) <= 0:
             raise ValueError(f"policy weights must be >= 0 with a positive sum: {self.policies}")
+        if self.render_size is not None and self.image_size[0] != self.image_size[1]:
+            raise ValueError(f"processed frames are square: image_size {self.image_size} must be NxN")
 
     def manifest_config(self) -> dict[str, Any]:
         d = asdict(self)
@@ -113,10 +122,30 @@ def _load(spec: str) -> Callable[..., Any]:
 def _env(cfg: CollectConfig, plan: EpisodePlan) -> Any:
     env = _WORKER.get("env")
     if env is None:
+        size = cfg.render_size if cfg.render_size is not None else cfg.image_size
         env = _load(cfg.env_factory)(robot=cfg.robot, task=plan.task, variant=plan.variant,
-                                     image_size=tuple(cfg.image_size), cameras=tuple(cfg.cameras), seed=plan.seed)
+                                     image_size=tuple(size), cameras=tuple(cfg.cameras), seed=plan.seed)
         _WORKER["env"] = env
+        _WORKER["processors"] = _processors(cfg, env)
     return env
+
+
+def _processors(cfg: CollectConfig, env: Any) -> dict[str, ImageProcessor]:
+    """Per camera, the processor between rendered and stored frames (none: stored as rendered)."""
+    if cfg.render_size is None:
+        return {}
+    cams = getattr(getattr(env, "profile", None), "cameras", {})
+    return {c: ImageProcessor(ImageProcessorConfig(roi=cams[c].roi if cfg.crop and c in cams else None,
+                                                   size=cfg.image_size[0]))
+            for c in cfg.cameras}
+
+
+def _processed(obs: Any, processors: dict[str, ImageProcessor]) -> Any:
+    """The observation with its frames as stored (the policy keeps seeing the raw ones)."""
+    if not processors:
+        return obs
+    return dataclasses.replace(obs, images={c: processors[c](im) if c in processors else im
+                                            for c, im in obs.images.items()})
 
 
 def _policy(cfg: CollectConfig, name: str) -> Any:
@@ -147,9 +176,11 @@ def run_episode(cfg: CollectConfig, plan: EpisodePlan) -> dict[str, Any]:
                        instruction=spec.instruction, variant=spec.variant, seed=plan.seed, policy=plan.policy,
                        control_dt=float(env.control_dt), max_steps=int(max_steps),
                        extra={"index": plan.index, "split": plan.split})
-    rec = EpisodeRecorder(Path(cfg.out) / plan.file, meta, cameras=cfg.cameras, compression=cfg.compression)
+    processors = _WORKER["processors"]
+    rec = EpisodeRecorder(Path(cfg.out) / plan.file, meta, cameras=cfg.cameras, compression=cfg.compression,
+                          image_processing={c: p.config.to_dict() for c, p in processors.items()})
     obs, state = _frame(env, obs, cfg.cameras)
-    rec.add(obs, state=state)
+    rec.add(_processed(obs, processors), state=state)
     chunk, k, success_step = None, 0, None
     for step in range(max_steps):
         if chunk is None or k >= len(chunk) or (cfg.replan_every and k >= cfg.replan_every):
@@ -157,7 +188,7 @@ def run_episode(cfg: CollectConfig, plan: EpisodePlan) -> dict[str, Any]:
         action = np.clip(chunk[k], -1.0, 1.0).astype(np.float32)
         k += 1
         obs, state = _frame(env, env.step(action), cfg.cameras)
-        rec.add(obs, action, state=state)
+        rec.add(_processed(obs, processors), action, state=state)
         if success_step is None and env.success():
             success_step = step + 1
         if success_step is not None and cfg.steps_after_success >= 0 \
@@ -293,6 +324,8 @@ def cli_collect(args: Any) -> int:
         policies=parse_policies(args.policies), workers=args.workers, image_size=parse_size(args.image_size),
         cameras=_csv(args.cameras), max_steps=args.max_steps, seed=args.seed, robot=args.robot,
         replan_every=args.replan_every, compression=args.compression,
+        render_size=None if args.render_size.lower() == "none" else parse_size(args.render_size),
+        crop=not args.no_crop,
     )
     try:
         s = collect(cfg)

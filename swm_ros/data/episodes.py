@@ -199,8 +199,12 @@ def _compression_kwargs(compression: str | None, chunk: tuple[int, ...]) -> dict
 
 def write_episode(path: str | Path, meta: EpisodeMeta, images: dict[str, np.ndarray], actions: np.ndarray,
                   proprio: np.ndarray, states: StateArrays | Sequence[PrivilegedState],
-                  compression: str = "lzf") -> Path:
-    """Write one episode atomically: a temporary file in the same directory, then rename."""
+                  compression: str = "lzf", image_processing: dict[str, dict[str, Any]] | None = None) -> Path:
+    """Write one episode atomically: a temporary file in the same directory, then rename.
+
+    `image_processing[camera]` is the config of the processor (swm_ros.processing.image) the
+    frames went through, stored beside them so a model trained on them can apply the same.
+    """
     path = Path(path)
     if not isinstance(states, StateArrays):
         states = StateArrays.from_states(states)
@@ -238,7 +242,8 @@ def write_episode(path: str | Path, meta: EpisodeMeta, images: dict[str, np.ndar
             a["extra"] = json.dumps(meta.extra)
             g = f.create_group("images")
             for cam, img in images.items():
-                g.create_dataset(cam, data=img, **_compression_kwargs(compression, (1, *img.shape[1:])))
+                ds = g.create_dataset(cam, data=img, **_compression_kwargs(compression, (1, *img.shape[1:])))
+                ds.attrs["processor"] = json.dumps((image_processing or {}).get(cam))
             f.create_dataset("actions", data=actions)
             f.create_dataset("proprio", data=proprio)
             s = f.create_group("state")
@@ -271,8 +276,9 @@ class EpisodeRecorder:
     """
 
     def __init__(self, path: str | Path, meta: EpisodeMeta, cameras: Sequence[str] | None = None,
-                 compression: str = "lzf"):
+                 compression: str = "lzf", image_processing: dict[str, dict[str, Any]] | None = None):
         self.path = Path(path)
+        self.image_processing = image_processing
         self.meta = meta
         self.cameras = tuple(cameras) if cameras is not None else None
         self.compression = compression
@@ -308,7 +314,7 @@ class EpisodeRecorder:
         images = {c: np.stack(v) for c, v in self._images.items()}
         actions = np.stack(self._actions) if self._actions else np.zeros((0, ACTION_DIM), np.float32)
         return write_episode(self.path, self.meta, images, actions, np.stack(self._proprio), self._states,
-                             compression=self.compression)
+                             compression=self.compression, image_processing=self.image_processing)
 
 
 # ---------------------------------------------------------------------------------------
@@ -406,6 +412,12 @@ class EpisodeReader:
     @property
     def proprio(self) -> np.ndarray:
         return self._read("proprio")
+
+    def image_processing(self, camera: str | None = None) -> dict[str, Any] | None:
+        """Config of the processor the camera's frames went through (None: raw frames)."""
+        cam = camera or self.cameras[0]
+        raw = self._f[f"images/{cam}"].attrs.get("processor")
+        return json.loads(raw) if raw is not None else None
 
     def images(self, camera: str | None = None) -> np.ndarray:
         """All frames of one camera, (N, H, W, 3) uint8."""

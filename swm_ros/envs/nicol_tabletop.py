@@ -296,6 +296,22 @@ class NicolTabletopEnv:
                                  state.gripper_opening)
         return Observation(images=images, proprio=proprio, step=self._step, time=state.time, state=state)
 
+    def project_to_image(self, camera: str, points: np.ndarray, height: int, width: int) -> np.ndarray:
+        """World points (N, 3) -> pixel coordinates (N, 2) (u right, v down) in a height x width
+        render of `camera` (pinhole with the camera's vertical field of view, as MuJoCo renders)."""
+        if camera not in self.profile.cameras:
+            raise ValueError(f"unknown camera {camera!r}; the profile has {sorted(self.profile.cameras)}")
+        m, d = self._sim.model, self._sim.data
+        mujoco.mj_kinematics(m, d)
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        rot = d.cam_xmat[cid].reshape(3, 3)
+        f = 0.5 * height / np.tan(np.deg2rad(m.cam_fovy[cid]) / 2)
+        c = (np.atleast_2d(points) - d.cam_xpos[cid]) @ rot        # camera frame: x right, y up, looks along -z
+        depth = -c[:, 2]
+        if np.any(depth <= 0):
+            raise ValueError("a point lies behind the camera")
+        return np.stack([width / 2 + f * c[:, 0] / depth, height / 2 - f * c[:, 1] / depth], axis=1)
+
     def render(self, camera: str, width: int | None = None, height: int | None = None) -> np.ndarray:
         if camera not in self.profile.cameras:
             raise ValueError(f"unknown camera {camera!r}; the profile has {sorted(self.profile.cameras)}")

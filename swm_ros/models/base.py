@@ -4,7 +4,9 @@ Every backend is a `WorldModel` (an `nn.Module`). The one call planners and eval
 
     logits = model.answer_logits(images, actions, questions)      # (B, Q, 2): [no, yes]
 
-- images: (B, H, W, 3) uint8 (0..255) or float (0..1), tensor or numpy array;
+- images: (B, H, W, 3) uint8 (0..255) or float (0..1), tensor or numpy array, already
+  processed: raw camera frames go through `model.process_frames` first (the crop + resize
+  the training data went through, carried in the checkpoint);
 - actions: (B, T, ACTION_DIM) float; T may be 0 ("now" questions); `action_mask` (B, T) bool
   marks the real steps of a padded batch (True = real);
 - questions: a list of Q question strings asked of every row, or pre-tokenised ids from
@@ -30,6 +32,7 @@ from torch import nn
 
 from swm_ros.envs.base import ACTION_DIM
 from swm_ros.models.text import Tokenizer
+from swm_ros.processing.image import ImageProcessor
 
 Question = str
 Questions = Union[Sequence[Question], torch.Tensor]
@@ -46,6 +49,19 @@ class WorldModel(nn.Module, abc.ABC):
         super().__init__()
         self.tokenizer = tokenizer
         self.max_question_len = int(max_question_len)
+        # raw camera frame -> model input (crop + resize), from the training data; None: as given
+        self.image_processor: ImageProcessor | None = None
+
+    def process_frames(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Raw (N, H, W, 3) uint8 camera frames -> the (N, S, S, 3) frames this model was trained on.
+
+        Nodes and planners call this on camera images; training data is stored processed."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if self.image_processor is None:
+            return frames
+        return self.image_processor.batch(frames)
 
     # ---- to implement -----------------------------------------------------------------
     @abc.abstractmethod

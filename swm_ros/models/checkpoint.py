@@ -4,7 +4,8 @@
     model = load_checkpoint("runs/wm")
 
 config.yaml holds the format tag, the backend name, the model config, the vocabulary (the
-tokenizer the weights were trained with) and a training summary. Optimizer state for
+tokenizer the weights were trained with), the image processor that turns raw camera frames
+into model input (crop + resize; null: frames are used as given) and a training summary. Optimizer state for
 resuming training is a separate safetensors file (`save_optimizer_state`), tensors only;
 the param-group hyper-parameters go to its JSON metadata.
 """
@@ -66,6 +67,8 @@ def save_checkpoint(model, directory: str | Path, training: dict[str, Any] | Non
         "backend": model.backend,
         "model": _plain(model.config_dict()),
         "vocabulary": list(model.vocabulary),
+        # how raw camera frames become this model's input (swm_ros.processing.image)
+        "processor": model.image_processor.config.to_dict() if model.image_processor is not None else None,
         "training": _plain(training or {}),
     }
 
@@ -128,6 +131,12 @@ def load_checkpoint(directory: str | Path, device: str = "cpu"):
     except RuntimeError as e:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: {e}") from e
     model.training_summary = config.get("training") or {}
+    if config.get("processor") is not None:
+        from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
+        try:
+            model.image_processor = ImageProcessor(ImageProcessorConfig.from_dict(config["processor"]))
+        except (ConfigError, ValueError) as e:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: bad processor config: {e}") from e
     return model.to(device).eval()
 
 

@@ -28,6 +28,7 @@ from swm_ros.models.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE
                                        load_optimizer_state, read_checkpoint_config, save_checkpoint,
                                        save_optimizer_state)
 from swm_ros.models.registry import build_world_model
+from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
@@ -219,6 +220,9 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     ds_kwargs = dict(camera=d.camera, max_horizon=max_h, families=d.families, preload_images=d.preload_images)
     train_ds = SAQADataset(d.path, split=d.train_splits, **ds_kwargs)
     val_ds = SAQADataset(d.path, split=d.val_splits, **ds_kwargs)
+    processing = train_ds.image_processing()
+    if processing is not None:     # the model carries the crop + resize its frames went through
+        model.image_processor = ImageProcessor(ImageProcessorConfig.from_dict(processing))
     n_train = len(train_ds) if d.max_train_rows is None else min(len(train_ds), d.max_train_rows)
     if n_train == 0:
         raise ValueError(f"{d.path}: no training rows in splits {d.train_splits}")

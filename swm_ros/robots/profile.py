@@ -84,6 +84,9 @@ class CameraSpec:
     xyz: tuple[float, ...] = (0.0, 0.0, 0.0)
     rpy: tuple[float, ...] = (0.0, 0.0, 0.0)
     parent: str = "world"  # body the camera is fixed to (e.g. the head's face link)
+    # region of interest for the world model, fractions (u0, v0, u1, v1) of the frame
+    # (swm_ros/processing/image.py); None: the whole frame
+    roi: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,17 @@ class SAQADataset:
             old["reader"].close()
         return ep
 
+    def image_processing(self) -> dict[str, Any] | None:
+        """The processor config the frames were stored with (checked on a sample of episodes)."""
+        seen = []
+        for e in sorted({0, len(self.episode_files) // 2, len(self.episode_files) - 1}):
+            if 0 <= e < len(self.episode_files):
+                with EpisodeReader(self.episode_files[e]) as reader:
+                    seen.append(reader.image_processing(self.camera or reader.cameras[0]))
+        if any(s != seen[0] for s in seen):
+            raise EpisodeFormatError(f"{self.path}: episodes were stored with different image processors: {seen}")
+        return seen[0] if seen else None
+
     def image(self, episode: int, t: int) -> np.ndarray:
         ep = self._episode(episode)
         if "images" in ep:

@@ -1,0 +1,1 @@
+"""Processors between sensors and models (kept apart from the models, as in LeRobot)."""
