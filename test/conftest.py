@@ -182,3 +182,86 @@ def probe(rclpy_context) -> Iterator[Probe]:
     p = Probe(rclpy_context)
     yield p
     p.close()
+
+
+# ----------------------------------------------------------------------------------------
+# control_msgs for the FollowJointTrajectory backend: no PyPI wheel exists, so the tests
+# build the interface definitions in test/fixtures/control_msgs with the project's own
+# recipe (scikit-build-core + rosidl, like the root package) and hand them to child processes.
+# ----------------------------------------------------------------------------------------
+
+CONTROL_MSGS_SRC = REPO / "test" / "fixtures" / "control_msgs"
+
+
+def _fixture_hash(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256(sys.version.encode())
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_control_msgs() -> Path:
+    """The install prefix of the fixture control_msgs, built once per content hash (about 1 min)."""
+    prefix = REPO / "build" / "test-fixtures" / f"control_msgs-{_fixture_hash(CONTROL_MSGS_SRC)}"
+    if (prefix / ".complete").is_file():
+        return prefix
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with open(prefix.parent / "control_msgs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # parallel workers: one builds, the others wait
+        if (prefix / ".complete").is_file():
+            return prefix
+        staging = prefix.with_name(prefix.name + ".partial")
+        subprocess.run(["rm", "-rf", str(staging)], check=True)
+        env = {k: v for k, v in os.environ.items() if k != "_ROS_WHEELS_BOOTSTRAP_COMPLETE"}
+        out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps",
+                              "--prefix", str(staging), str(CONTROL_MSGS_SRC)],
+                             env=env, capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"building the control_msgs test fixture failed:\n{out.stdout[-3000:]}\n"
+                               f"{out.stderr[-3000:]}")
+        subprocess.run(["rm", "-rf", str(prefix)], check=True)
+        staging.rename(prefix)
+        (prefix / ".complete").touch()
+    return prefix
+
+
+def _prepend(env: dict[str, str], key: str, path: Path) -> None:
+    env[key] = f"{path}{os.pathsep}{env[key]}" if env.get(key) else str(path)
+
+
+@pytest.fixture(scope="session")
+def control_msgs_env(ros_env) -> dict[str, str]:
+    """ros_env for child processes that can import control_msgs (FollowJointTrajectory)."""
+    prefix = build_control_msgs()
+    env = dict(ros_env)
+    _prepend(env, "PYTHONPATH", prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages")
+    _prepend(env, "LD_LIBRARY_PATH", prefix / "lib")      # the generated type-support libraries
+    _prepend(env, "AMENT_PREFIX_PATH", prefix)
+    return env
+
+
+@pytest.fixture
+def start_script(tmp_path) -> Iterator[Callable[..., NodeProcess]]:
+    """start_script(target, env, "-p", "x:=1") -> NodeProcess with its own environment.
+
+    target: a Path (`python path --ros-args ...`) or a module name (`python -m module --ros-args ...`).
+    """
+    procs: list[NodeProcess] = []
+
+    def start(target: Path | str, env: dict[str, str], *ros_args: str) -> NodeProcess:
+        run = [str(target)] if isinstance(target, Path) else ["-m", target]
+        label = target.stem if isinstance(target, Path) else target.rsplit(".", 1)[-1]
+        p = NodeProcess.__new__(NodeProcess)
+        p.module, p.log = label, tmp_path / f"{label}-{len(procs)}.log"
+        p._log_file = open(p.log, "w")
+        p.proc = subprocess.Popen([sys.executable, *run, "--ros-args", *ros_args], env=env,
+                                  stdout=p._log_file, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in reversed(procs):
+        p.stop()

@@ -99,6 +99,24 @@ def test_action_chunk() -> None:
     np.testing.assert_allclose(np.array(msg.actions).reshape(6, 5), a, atol=1e-6)
 
 
+def test_chunk_actions_reads_and_refuses() -> None:
+    names = ["dx", "dy", "dz", "dyaw", "gripper"]
+    a = RNG.uniform(-1, 1, (6, 5)).astype(np.float32)
+    np.testing.assert_array_equal(conv.chunk_actions(conv.action_chunk(a, names, 0.1, "s", "t"), names, 8), a)
+    assert conv.chunk_actions(conv.action_chunk(np.zeros((0, 5)), names, 0.1, "s", "t"), names).shape == (0, 5)
+    bad_values = a.copy()
+    bad_values[2, 1] = np.nan
+    short = conv.action_chunk(a, names, 0.1, "s", "t")
+    short.actions = short.actions[:-1]
+    cases = {"action names": conv.action_chunk(a, names[::-1], 0.1, "s", "t"),
+             "horizon 6 > 4": conv.action_chunk(a, names, 0.1, "s", "t"),
+             "29 values, expected horizon x actions = 6 x 5": short,
+             "NaN or inf": conv.action_chunk(bad_values, names, 0.1, "s", "t")}
+    for match, msg in cases.items():
+        with pytest.raises(conv.ChunkError, match=match):
+            conv.chunk_actions(msg, names, max_horizon=4 if match.startswith("horizon") else None)
+
+
 def test_world_state_round_trip() -> None:
     obj = ObjectState("red_block", "block", "red", np.array([0.5, -0.2, 0.82]), np.array([1.0, 0, 0, 0]), 0.0225)
     state = PrivilegedState(step=7, time=0.7, objects={"red_block": obj},
@@ -120,3 +138,11 @@ def test_task_info_round_trip() -> None:
     spec = TaskSpec("push", ("red_block", "blue_block"), "push the red block to the blue block", "ood_colors")
     back = conv.task_spec(conv.task_info(spec, seed=3, episode=1))
     assert back.name == spec.name and back.objects == spec.objects and back.variant == "ood_colors"
+
+
+@pytest.mark.parametrize("seconds", [2.9999999999, 0.9999999996, 3.0, 1e-10, 12345.5])
+def test_time_conversion_never_steps_back_a_second(seconds):
+    t, d = conv.to_time(seconds), conv.to_duration(seconds)
+    for msg in (t, d):
+        assert 0 <= msg.nanosec < 1_000_000_000
+        assert abs(msg.sec + msg.nanosec * 1e-9 - seconds) < 1e-9

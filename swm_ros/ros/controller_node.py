@@ -2,7 +2,9 @@
 
   subscribes action_chunk                          swm_ros/ActionChunk (reliable)
              /joint_states                         sensor_msgs/JointState
-  publishes  <arm_controller>/joint_trajectory     trajectory_msgs/JointTrajectory (JTC topic)
+  publishes  <arm_controller>/joint_trajectory     trajectory_msgs/JointTrajectory (JTC topic), or
+  action     <arm_controller>/follow_joint_trajectory  control_msgs FollowJointTrajectory goals
+                                                   (use_action_interface; see trajectory_action.py)
              ~/shadow_trajectory                   the same, in dry_run (nothing goes to the arm)
              controller_ready                      std_msgs/Bool: true when a trajectory finished
              /diagnostics
@@ -33,6 +35,7 @@ from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
 from swm_ros.ros.node_utils import Diagnostics, Param, StartupError, declare_parameters, non_negative, positive, run_node
 from swm_ros.ros.trajectory import PlanError, chunk_to_waypoints
+from swm_ros.ros.trajectory_action import TrajectoryActionClient
 
 HOLD_DURATION = 0.1   # s: time_from_start of the single hold point (reach "here" in one control period)
 
@@ -52,7 +55,9 @@ PARAMETERS: dict[str, Param] = {
     "ik_tolerance": Param(0.03, "m: an IK step missing by more ends the chunk there", positive, "> 0"),
     "control_rate_hz": Param(20.0, "watchdog / readiness check rate", positive, "> 0"),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", positive, "> 0"),
-    "use_action_interface": Param(False, "send FollowJointTrajectory goals (needs control_msgs)"),
+    "use_action_interface": Param(False, "send control_msgs/FollowJointTrajectory goals to "
+                                  "<arm_controller>/follow_joint_trajectory instead of publishing on the "
+                                  "JTC topic (needs control_msgs)"),
 }
 
 
@@ -86,22 +91,20 @@ class ControllerNode(Node):
         self.accepted = self.rejected = 0
         self.last_rejection = ""
 
-        if self.p.use_action_interface:
-            try:
-                import control_msgs.action  # noqa: F401
-                self.get_logger().warning("control_msgs found, but the FollowJointTrajectory backend is "
-                                          "not implemented yet: using the topic interface")
-            except ImportError:
-                self.get_logger().warning("use_action_interface:=true but control_msgs is not importable "
-                                          "(not in the PyPI wheels): using the topic interface")
-
-        topic = f"{self.profile.controller.arm_controller}/joint_trajectory"
-        self.pub_traj = self.create_publisher(JointTrajectory, topic, qos.COMMAND)
-        self.pub_shadow = self.create_publisher(JointTrajectory, "~/shadow_trajectory", qos.COMMAND)
-        self.pub_ready = self.create_publisher(Bool, "controller_ready", qos.COMMAND)
         # Chunks (IK: the slow part) in one group, everything safety-critical in another,
         # so an e-stop is served while a chunk is being solved.
         work, urgent = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        topic = f"{self.profile.controller.arm_controller}/joint_trajectory"
+        self.action: TrajectoryActionClient | None = None
+        if self.p.use_action_interface:   # StartupError if control_msgs is missing
+            self.action = TrajectoryActionClient(self, self.profile.controller.arm_controller,
+                                                 callback_group=MutuallyExclusiveCallbackGroup())
+            target = f"{self.action.action_name} (FollowJointTrajectory goals)"
+        else:
+            target = self.resolve_topic_name(topic)
+        self.pub_traj = self.create_publisher(JointTrajectory, topic, qos.COMMAND)
+        self.pub_shadow = self.create_publisher(JointTrajectory, "~/shadow_trajectory", qos.COMMAND)
+        self.pub_ready = self.create_publisher(Bool, "controller_ready", qos.COMMAND)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos.COMMAND, callback_group=work)
         self.create_subscription(JointState, self.profile.controller.joint_states_topic, self._on_joint_state,
                                  qos.STATE, callback_group=urgent)
@@ -110,7 +113,7 @@ class ControllerNode(Node):
         self._diag = Diagnostics(self, "safety", self.profile.name, self._diagnostics, self.p.diagnostics_period,
                                  callback_group=urgent)
         self.get_logger().info(
-            f"commanding {self.resolve_topic_name(topic)}{' (DRY RUN: shadow topic only)' if self.p.dry_run else ''}; "
+            f"commanding {target}{' (DRY RUN: shadow topic only)' if self.p.dry_run else ''}; "
             f"{'sim' if self.p.simulated else 'REAL'} velocity limits {np.round(self.vmax, 3).tolist()}")
 
     def _now(self) -> float:
@@ -147,6 +150,8 @@ class ControllerNode(Node):
             return self._reject(why)
         if not self.js_guard.fresh() or self._q is None:
             return self._reject(f"no fresh /joint_states (age {self.js_guard.age():.2f} s)")
+        if not self._arm_reachable():
+            return self._reject(f"no FollowJointTrajectory server at {self.action.action_name}")
         q0 = self._q.copy()
         steps = check.actions if self.p.execute_steps == 0 else check.actions[: self.p.execute_steps]
         try:
@@ -171,10 +176,16 @@ class ControllerNode(Node):
 
     # ------------------------------------------------------------------ outputs
 
+    def _arm_reachable(self) -> bool:
+        """Topic: always (fire and forget). Action: only while the action server is up."""
+        return self.action is None or self.p.dry_run or self.action.server_ready()
+
     def _send(self, traj: JointTrajectory) -> None:
         """Stamp 0 = start now: the trajectory starts from the current state whatever the clock skew."""
         if self.p.dry_run:
             self.pub_shadow.publish(traj)
+        elif self.action is not None:
+            self.action.send(traj)     # a new goal preempts the running one, as on JTC's topic
         else:
             self.pub_traj.publish(traj)
 
@@ -183,7 +194,15 @@ class ControllerNode(Node):
         if self._q is None:
             self.get_logger().error(f"cannot hold ({why}): no joint state ever received")
             return False
-        self._send(conv.joint_trajectory(self.joint_names, [HOLD_DURATION], self._q[None, :]))
+        hold = conv.joint_trajectory(self.joint_names, [HOLD_DURATION], self._q[None, :])
+        if self.action is not None and not self.p.dry_run:
+            if not self.action.server_ready():
+                self.get_logger().error(f"cannot hold ({why}): no FollowJointTrajectory server at "
+                                        f"{self.action.action_name}")
+                return False
+            self.action.stop_and_hold(hold)   # cancel the running goal, then command the hold
+        else:
+            self._send(hold)
         self._ready_at = None
         self.get_logger().warning(f"holding position: {why}")
         return True
@@ -206,7 +225,7 @@ class ControllerNode(Node):
         with self._lock:
             if self.watchdog.check() and not self.estop.engaged:
                 self._hold(f"no valid action chunk for {self.p.command_timeout:g} s")
-            if self.estop.engaged or not self.js_guard.fresh():
+            if self.estop.engaged or not self.js_guard.fresh() or not self._arm_reachable():
                 return
             if self._ready_at is None and not self._ready_sent:
                 self._ready_at = self._now()        # first fresh joint state: ready for a first chunk
@@ -219,8 +238,15 @@ class ControllerNode(Node):
                   "estop": self.estop.engaged, "dry_run": self.p.dry_run,
                   "joint_state_age": f"{self.js_guard.age():.3f}",
                   "command_age": f"{self.watchdog.age():.3f}"}
+        if self.action is not None:
+            values.update(self.action.diagnostics())
         if self.estop.engaged:
             return Diagnostics.ERROR, "e-stop engaged", values
+        if self.action is not None and not self.p.dry_run:
+            if not values["server_ready"]:
+                return Diagnostics.ERROR, f"no FollowJointTrajectory server at {self.action.action_name}", values
+            if self.action.last_error:
+                return Diagnostics.ERROR, f"trajectory goal failed: {self.action.last_error}", values
         if not self.js_guard.fresh():
             return Diagnostics.WARN, "joint states stale: not commanding", values
         if self.last_rejection:

@@ -34,14 +34,21 @@ def to_seconds(t: Time | Duration) -> float:
     return t.sec + t.nanosec * 1e-9
 
 
+def _split_ns(seconds: float) -> tuple[int, int]:
+    # round to whole nanoseconds first: splitting 2.9999999999 s into floor + fraction and
+    # rounding the fraction alone would give (2 s, 1e9 -> 0 ns), a second back in time
+    ns = int(round(seconds * 1e9))
+    return ns // 1_000_000_000, ns % 1_000_000_000
+
+
 def to_time(seconds: float) -> Time:
-    sec = math.floor(seconds)
-    return Time(sec=int(sec), nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    sec, nanosec = _split_ns(seconds)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def to_duration(seconds: float) -> Duration:
-    sec = math.floor(seconds)
-    return Duration(sec=int(sec), nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    sec, nanosec = _split_ns(seconds)
+    return Duration(sec=sec, nanosec=nanosec)
 
 
 # ---------------------------------------------------------------------------- images
@@ -174,6 +181,29 @@ def action_chunk(actions: np.ndarray, action_names: Sequence[str], dt: float, so
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     return msg
+
+
+class ChunkError(ValueError):
+    """An ActionChunk that cannot be read as an (H, A) array (names, sizes, non-finite values)."""
+
+
+def chunk_actions(msg: ActionChunk, action_names: Sequence[str], max_horizon: int | None = None) -> np.ndarray:
+    """(horizon, len(action_names)) float32 actions of a chunk; ChunkError on anything malformed.
+
+    Horizon 0 (no actions) is a valid chunk here: "is it true now?" for a world model. Safety
+    limits (action bound, dt) are not checked: that is the controller's job (robots/safety.py).
+    """
+    if list(msg.action_names) != list(action_names):
+        raise ChunkError(f"action names {list(msg.action_names)} != expected {list(action_names)}")
+    if max_horizon is not None and msg.horizon > max_horizon:
+        raise ChunkError(f"horizon {msg.horizon} > {max_horizon}, the longest chunk allowed")
+    d = len(action_names)
+    if len(msg.actions) != msg.horizon * d:
+        raise ChunkError(f"{len(msg.actions)} values, expected horizon x actions = {msg.horizon} x {d}")
+    a = np.asarray(msg.actions, dtype=np.float32).reshape(msg.horizon, d)
+    if not np.all(np.isfinite(a)):
+        raise ChunkError("NaN or inf in the actions")
+    return a
 
 
 # ---------------------------------------------------------------------------- task / world

@@ -14,6 +14,22 @@ Physics runs in its own thread, paced at `real_time_factor` x wall time (0 = as 
 possible, which only makes sense with publish_clock so that other nodes follow /clock).
 Stamps are sim time when publishing /clock, wall (ROS) time otherwise, so they always
 agree with the clock the other nodes use.
+
+Lockstep (real_time_factor 0 with `lockstep`): free-running, the simulation would race
+ahead of the policy and controller, whose chunks would then be planned from stale images
+and stamped in sim time that is already old when they arrive (the controller rejects them
+by `max_chunk_age`). So sim time stands still while the other nodes think:
+
+* it advances only while a trajectory runs, plus `lockstep_settle` s after its end (so that
+  the controller's sim-time timers see it finish and send controller_ready); then the
+  current observations are published once and the simulation waits for the next trajectory;
+* it also stops from the moment an `action_chunk` is published (a policy replanning in
+  the middle of a trajectory) until the controller's trajectory for it arrives, so the
+  chunk is not aged by the controller's IK time.
+
+Every wait is bounded by `lockstep_timeout` wall seconds (a rejected chunk has no
+trajectory; nodes still starting, a policy that stopped on success, watchdogs need time to
+pass): then sim time moves on by `lockstep_settle` and the simulation waits again.
 """
 from __future__ import annotations
 
@@ -30,7 +46,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from swm_ros.msg import TaskInfo, WorldState
+from swm_ros.msg import ActionChunk, TaskInfo, WorldState
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
 from swm_ros.ros.node_utils import Diagnostics, Param, StartupError, declare_parameters, non_negative, positive, run_node
@@ -53,6 +69,11 @@ PARAMETERS: dict[str, Param] = {
     "camera_rate_hz": Param(10.0, "image + camera info rate, in sim time", positive, "> 0"),
     "joint_state_rate_hz": Param(50.0, "/joint_states rate, in sim time", positive, "> 0"),
     "world_state_rate_hz": Param(10.0, "world_state rate, in sim time", positive, "> 0"),
+    "lockstep": Param(True, "with real_time_factor 0: advance only while a trajectory runs, else wait for one"),
+    "lockstep_settle": Param(0.1, "s of sim time run past a trajectory's end (and per timed-out wait) in lockstep",
+                             positive, "> 0"),
+    "lockstep_timeout": Param(0.5, "wall s to wait for a trajectory in lockstep before time moves on anyway",
+                              positive, "> 0"),
 }
 
 
@@ -66,6 +87,11 @@ class Rate:
         if t + 1e-9 < self.next:
             return False
         self.next = max(self.next + self.period, t)
+        return True
+
+    def force(self, t: float) -> bool:
+        """Fire now (e.g. before a lockstep pause) and restart the period from `t`."""
+        self.next = t + self.period
         return True
 
 
@@ -102,6 +128,13 @@ class SimNode(Node):
         self._rng = np.random.default_rng(self.p.seed)
         self._rejected = 0
         self._last_reject = ""
+        self._lockstep = self.p.real_time_factor == 0 and self.p.lockstep
+        self._command = threading.Event()        # lockstep: a trajectory or a request arrived
+        self._run_until = self.p.lockstep_settle  # lockstep: sim time to advance to even without a trajectory
+        self._lockstep_waits = self._lockstep_timeouts = 0
+        self._chunks_pending = 0                 # lockstep: chunks seen whose trajectory has not arrived
+        self._pending_since = 0.0                # wall time of the oldest of them
+        self._speed_mark = (time.monotonic(), 0.0)   # (wall, sim) at the last diagnostics: measured speed
         # MuJoCo's EGL context belongs to the thread that made it: the env is built, stepped,
         # rendered and reset only in the physics thread; services hand work to it.
         self._requests: queue.Queue = queue.Queue()
@@ -132,13 +165,16 @@ class SimNode(Node):
         self.create_subscription(JointTrajectory, f"{self.profile.controller.arm_controller}/joint_trajectory",
                                  self._on_trajectory, qos.COMMAND, callback_group=cb)
         self.create_service(ResetEpisode, "~/reset", self._on_reset, callback_group=cb)
+        if self._lockstep:
+            self.create_subscription(ActionChunk, "action_chunk", self._on_chunk_seen, qos.COMMAND, callback_group=cb)
         self._diag = Diagnostics(self, "simulation", f"mujoco/{self.profile.name}", self._diagnostics)
 
         self._publish_task_info()
         self._running.set()       # publishers exist: the physics loop may start stepping
         self.get_logger().info(
             f"{self.profile.name} {self.p.task}/{self.p.variant} seed {self.p.seed}; cameras {list(self.cams)} "
-            f"{self.p.image_width}x{self.p.image_height}; real_time_factor {self.p.real_time_factor}; "
+            f"{self.p.image_width}x{self.p.image_height}; real_time_factor {self.p.real_time_factor}"
+            f"{' (lockstep)' if self._lockstep else ''}; "
             f"commands on {self.resolve_topic_name(self.profile.controller.arm_controller + '/joint_trajectory')}")
 
     # ------------------------------------------------------------------ time
@@ -174,9 +210,22 @@ class SimNode(Node):
         rates = (Rate(self.p.joint_state_rate_hz), Rate(self.p.camera_rate_hz), Rate(self.p.world_state_rate_hz))
         wall0, sim0 = time.monotonic(), self._sim_time
         dt = self.p.physics_step
+        paused = False
         while not self._stop.is_set():
             try:
+                if self._lockstep:
+                    self._command.clear()   # before looking: a command arriving after this wakes the wait
                 self._serve_requests()
+                if self._lockstep and not self._advancing():
+                    if not paused:          # what the policy will plan from: the state sim time stops at
+                        self._publish(*rates, force=True)
+                        paused = True
+                        self._lockstep_waits += 1
+                    if not self._command.wait(self.p.lockstep_timeout):
+                        self._lockstep_timeouts += 1
+                        self._run_until = self._sim_time + self.p.lockstep_settle
+                    continue
+                paused = False
                 with self._lock:
                     self._step(dt)
                 self._publish(*rates)
@@ -194,6 +243,25 @@ class SimNode(Node):
                     wall0, sim0 = time.monotonic(), self._sim_time
         self.env.close()
 
+    def _advancing(self) -> bool:
+        """Lockstep: no chunk awaits its trajectory, and a trajectory is running (or settling)
+        or time was told to move on."""
+        with self._lock:
+            if self._chunks_pending:
+                if time.monotonic() - self._pending_since < self.p.lockstep_timeout:
+                    return False
+                self._chunks_pending = 0     # rejected by the controller, or lost: stop waiting for it
+                self._lockstep_timeouts += 1
+            end = self._traj.end if self._traj is not None else -1.0
+            return self._sim_time + 1e-9 < max(end + self.p.lockstep_settle, self._run_until)
+
+    def _on_chunk_seen(self, _msg: ActionChunk) -> None:
+        """Lockstep: a trajectory is on its way; hold time until it arrives."""
+        with self._lock:
+            if not self._chunks_pending:
+                self._pending_since = time.monotonic()
+            self._chunks_pending += 1
+
     def _serve_requests(self) -> None:
         while not self._requests.empty():
             fn, done, box = self._requests.get_nowait()
@@ -207,6 +275,7 @@ class SimNode(Node):
         """Run `fn` in the physics thread between two steps; return its result or raise its error."""
         done, box = threading.Event(), {}
         self._requests.put((fn, done, box))
+        self._command.set()     # wake a lockstep wait
         if not done.wait(timeout):
             raise TimeoutError("the physics thread did not answer")
         if "error" in box:
@@ -218,23 +287,28 @@ class SimNode(Node):
             self._targets = self._traj.sample(self._now())
         self.env.set_joint_targets(self._targets)
         self.env.advance(dt)
-        self._sim_time += dt
+        # rounded to whole nanoseconds: summed 0.01 steps give 2.9999999999..., which
+        # conversions.to_time would stamp as 2.0 s (a clock jump backwards)
+        self._sim_time = round(self._sim_time + dt, 9)
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=conv.to_time(self._sim_time)))
 
-    def _publish(self, js_rate: Rate, cam_rate: Rate, world_rate: Rate) -> None:
+    def _publish(self, js_rate: Rate, cam_rate: Rate, world_rate: Rate, force: bool = False) -> None:
         t = self._sim_time
         stamp = self._stamp()
-        if js_rate.due(t):
+        if force:
+            for rate in (js_rate, cam_rate, world_rate):
+                rate.force(t)
+        if force or js_rate.due(t):
             self.pub_js.publish(conv.joint_state(self.joint_names, self.env.joint_positions(),
                                                  self.env.joint_velocities(), stamp))
-        if cam_rate.due(t):
+        if force or cam_rate.due(t):
             w, h = self.p.image_width, self.p.image_height
             for name, (spec, pub_img, pub_info) in self.cams.items():
                 rgb = self.env.render(name, w, h)
                 pub_img.publish(conv.numpy_to_image(rgb, "rgb8", stamp, spec.frame_id))
                 pub_info.publish(conv.camera_info(w, h, spec.fovy_deg, spec.frame_id, stamp))
-        if world_rate.due(t):
+        if force or world_rate.due(t):
             # step = control periods since the episode started (the env's own counter only
             # advances through its action-level `step`, which this node does not use)
             steps = int((t - self._episode_start) / self.env.control_dt + 1e-6)
@@ -263,6 +337,9 @@ class SimNode(Node):
             start = stamp if stamp > 0 else self._now()   # stamp 0 = start now
             # a new trajectory replaces the old one ("forgets" it, Jazzy JTC)
             self._traj = TimedTrajectory(start, q_now, times, full)
+            self._chunks_pending = max(0, self._chunks_pending - 1)
+            self._pending_since = time.monotonic()
+        self._command.set()     # lockstep: time may move again
 
     def _on_reset(self, req: ResetEpisode.Request, res: ResetEpisode.Response) -> ResetEpisode.Response:
         seed = int(req.seed) if req.seed >= 0 else int(self._rng.integers(0, 2**31 - 1))
@@ -272,6 +349,7 @@ class SimNode(Node):
                 self._traj = None
                 self._targets = np.asarray(self.env.joint_positions(), dtype=np.float64)
                 self._episode_start = self._sim_time
+                self._run_until = self._sim_time + self.p.lockstep_settle   # publish the new scene
             self._seed = seed
             self._episode += 1
 
@@ -292,7 +370,12 @@ class SimNode(Node):
         return msg
 
     def _diagnostics(self):
+        wall, sim = time.monotonic(), self._sim_time
+        speed = (sim - self._speed_mark[1]) / max(wall - self._speed_mark[0], 1e-9)
+        self._speed_mark = (wall, sim)
         values = {"sim_time": f"{self._sim_time:.2f}", "episode": self._episode, "seed": self._seed,
+                  "sim_seconds_per_wall_second": f"{speed:.2f}", "lockstep": self._lockstep,
+                  "lockstep_waits": self._lockstep_waits, "lockstep_timeouts": self._lockstep_timeouts,
                   "rejected_trajectories": self._rejected, "last_rejection": self._last_reject}
         return Diagnostics.OK, "running", values
 
