@@ -17,6 +17,19 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("saqa",): ("swm_ros.saqa.build", "cli_saqa", "build SAQA question rows from collected episodes"),
     ("bench", "env"): ("swm_ros.benchmarks.env_bench", "cli_bench_env", "rendering and physics throughput"),
     ("train", "world-model"): ("swm_ros.models.train", "cli_train_world_model", "train a world model on SAQA rows"),
+    ("train", "policy"): ("swm_ros.policies.learned.train", "cli_train_policy", "train the learned base policy on episodes"),
+    ("eval", "policy"): ("swm_ros.policies.learned.evaluate", "cli_eval_policy", "closed-loop success rate of a base policy per task"),
+    ("eval", "world-model"): ("swm_ros.evaluation.world_model_eval", "cli_eval_world_model",
+                              "answer accuracy, per family / horizon, calibration of a world model"),
+    ("bag", "record"): ("swm_ros.bags.cli", "cli_bag_record", "record graph topics into a rosbag2 bag (MCAP, v9)"),
+    ("bag", "replay"): ("swm_ros.bags.cli", "cli_bag_replay", "publish a bag into the graph (raw, paced, /clock)"),
+    ("bag", "eval"): ("swm_ros.bags.cli", "cli_bag_eval", "run a bag's frames through a world model and score it"),
+    ("bag", "info"): ("swm_ros.bags.cli", "cli_bag_info", "list a bag's topics, types, counts and QoS"),
+    ("bag", "to-episodes"): ("swm_ros.bags.cli", "cli_bag_to_episodes", "convert a labelled bag into episode files"),
+    ("bag", "from-episodes"): ("swm_ros.bags.cli", "cli_bag_from_episodes", "convert episode files into a bag"),
+    ("bench", "bags"): ("swm_ros.benchmarks.bags_bench", "cli_bench_bags", "bag recording and replay-eval throughput"),
+    ("bench", "scoring"): ("swm_ros.benchmarks.scoring_bench", "cli_bench_scoring",
+                           "candidate chunks scored per second, torch vs onnxruntime"),
 }
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,170 @@
+"""bag_player_node: publish a rosbag2 bag (MCAP) into the graph, raw CDR pass-through.
+
+  publishes  every selected topic of the bag, with the bag's types and (adapted) offered QoS
+             /clock  rosgraph_msgs/Clock from the bag's timestamps (publish_clock), for use_sim_time
+
+The pip-venv stand-in for `ros2 bag play`, and the node behind `swm bag replay`. Messages are
+published as the recorded bytes (nothing is deserialised), paced at `rate` x the bag's
+timing (0 = as fast as possible). Topic remapping is ROS remapping (`-r /from:=/to`), which
+applies to the publishers this node creates.
+
+Handshake: before the first message the node waits until every selected topic has
+`min_subscribers` matched subscriptions (up to `wait_timeout`), then `settle` seconds more,
+so the first messages are not dropped while discovery completes. Every message the bag
+counts is published, or the node says loudly which were not (a damaged bag, exit code 1).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from builtin_interfaces.msg import Time
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
+from rosgraph_msgs.msg import Clock
+
+from swm_ros.ros import qos
+from swm_ros.ros.bag_recorder_node import message_class
+from swm_ros.ros.node_utils import Param, StartupError, declare_parameters, non_negative, positive, run_node
+
+PARAMETERS: dict[str, Param] = {
+    "bag": Param("", "rosbag2 directory (or .mcap file) to play"),
+    "topics": Param([""], "topics to publish; [''] = all the bag's topics"),
+    "rate": Param(1.0, "playback speed factor; 0 = as fast as possible", non_negative, ">= 0"),
+    "publish_clock": Param(True, "publish /clock from bag time (for use_sim_time consumers)"),
+    "clock_period": Param(0.01, "s of bag time between /clock messages", positive, "> 0"),
+    "min_subscribers": Param(1, "handshake: subscriptions each topic needs before playback starts", non_negative,
+                             ">= 0"),
+    "wait_timeout": Param(10.0, "s to wait for the handshake, then start anyway (with a warning)", non_negative,
+                          ">= 0"),
+    "settle": Param(0.3, "s to wait after the handshake (DDS matching completes both ways)", non_negative, ">= 0"),
+    "queue_depth": Param(1000, "publisher history depth (reliable topics block instead of dropping)", positive,
+                         "> 0"),
+    "allow_partial": Param(False, "play what a damaged bag holds (exit 0) instead of failing at the damage"),
+}
+
+
+def replay_qos(offers: list[dict], depth: int) -> QoSProfile:
+    """rosbag2's adapt_offer_to_recorded_offers, with a deep history so a fast replay never drops."""
+    reliable = not offers or all(q.get("reliability") == "reliable" for q in offers)
+    latched = bool(offers) and all(q.get("durability") == "transient_local" for q in offers)
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+class BagPlayerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("bag_player_node")
+        self.p = declare_parameters(self, PARAMETERS)
+        from swm_ros.bags.reader import BagError, BagReader
+
+        if not self.p.bag:
+            raise StartupError("parameter bag is required (a rosbag2 directory or .mcap file)")
+        try:
+            self.reader = BagReader(self.p.bag, allow_partial=self.p.allow_partial)
+            selected = [t for t in self.p.topics if t] or list(self.reader.topics)
+            self.reader.require_topics(selected, "replay")
+        except BagError as e:
+            raise StartupError(str(e)) from e
+        self.publishers_: dict[str, object] = {}
+        unpublishable = []
+        for topic in selected:
+            info = self.reader.topics[topic]
+            try:
+                cls = message_class(info.msgtype)
+            except (ImportError, AttributeError, ValueError) as e:
+                unpublishable.append(f"{topic} [{info.msgtype}]: {type(e).__name__}: {e}")
+                continue
+            self.publishers_[topic] = self.create_publisher(
+                cls, topic, replay_qos(list(info.offered_qos_profiles), self.p.queue_depth))
+        if unpublishable:
+            raise StartupError("cannot publish these topics (message types not installed here): "
+                               + "; ".join(unpublishable) + ". Select the others with topics:=[...]")
+        self.selected = selected
+        self.pub_clock = self.create_publisher(Clock, "/clock", qos.CLOCK) if self.p.publish_clock else None
+        self.published: dict[str, int] = {t: 0 for t in selected}
+        self.done = Future()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, name="bag_player", daemon=True)
+        self._thread.start()
+
+    def _handshake(self) -> None:
+        if self.p.min_subscribers <= 0:
+            return
+        deadline = time.monotonic() + self.p.wait_timeout
+        def waiting():
+            return [t for t, pub in self.publishers_.items() if pub.get_subscription_count() < self.p.min_subscribers]
+        while waiting() and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.02)
+        missing = waiting()
+        if missing:
+            self.get_logger().warning(f"starting without {self.p.min_subscribers} subscriber(s) on {missing} "
+                                      f"after {self.p.wait_timeout:.1f} s")
+        self._stop.wait(self.p.settle)
+
+    def _play(self) -> None:
+        from swm_ros.bags.reader import BagError
+
+        rc = 0
+        try:
+            self._handshake()
+            wall0 = bag0 = None
+            last_clock = None
+            self.get_logger().info(f"playing {self.p.bag}: {len(self.selected)} topic(s) at rate {self.p.rate}")
+            for m in self.reader.messages(self.selected):
+                if self._stop.is_set():
+                    break
+                if bag0 is None:
+                    wall0, bag0 = time.monotonic(), m.log_time
+                if self.p.rate > 0:
+                    ahead = wall0 + (m.log_time - bag0) * 1e-9 / self.p.rate - time.monotonic()
+                    if ahead > 0 and self._stop.wait(ahead):
+                        break
+                if self.pub_clock is not None and (last_clock is None or
+                                                   m.log_time - last_clock >= self.p.clock_period * 1e9):
+                    # integer ns: a float of seconds since 1970 loses the last few hundred ns
+                    self.pub_clock.publish(Clock(clock=Time(sec=m.log_time // 1_000_000_000,
+                                                            nanosec=m.log_time % 1_000_000_000)))
+                    last_clock = m.log_time
+                self._publish(m.topic, m.data)
+        except BagError as e:
+            self.get_logger().error(f"replay stopped: {e}")
+            rc = 1
+        except Exception as e:  # noqa: BLE001 - shutting down under us, or a publish failure
+            if not self._stop.is_set():
+                self.get_logger().error(f"replay failed: {e!r}")
+                rc = 1
+        total = sum(self.published.values())
+        self.get_logger().info(f"published {total} message(s): {self.published}"
+                               + (f"; PARTIAL: {self.reader.problems}" if self.reader.partial else ""))
+        if not self.done.done():
+            self.done.set_result(rc)
+
+    def _publish(self, topic: str, data: bytes) -> None:
+        # A reliable writer whose history is full raises after Fast DDS's blocking time: retry
+        # rather than drop (the subscriber is only behind, research/ros2-pip.md sect. 1).
+        for attempt in range(50):
+            try:
+                self.publishers_[topic].publish(data)
+                self.published[topic] += 1
+                return
+            except Exception:  # noqa: BLE001 - rclpy RCLError "cannot publish data"
+                if attempt == 49 or self._stop.is_set():
+                    raise
+                time.sleep(0.02)
+
+    def destroy_node(self) -> None:
+        if hasattr(self, "_stop"):
+            self._stop.set()
+            self._thread.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(BagPlayerNode, args, threads=2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
