@@ -1,0 +1,306 @@
+"""`swm eval closed-loop`: success of the base policy against the SWM planner in the MuJoCo world.
+
+    swm eval closed-loop --json                                   # every task, 50 seeds, both splits
+    swm eval closed-loop --tasks push --methods base,swm-grad --seeds 10 --split id
+
+Methods:
+  scripted    the privileged scripted expert (an upper reference, it reads the true state)
+  base        the learned base policy alone: its first proposal is executed
+  swm-<opt>   the base policy proposes N chunks; the planner (config/planner/<opt>.yaml) improves
+              them with the world model (grad, mppi, cem or rank) and the best one is executed
+
+Every method runs receding horizon: execute `execute_steps` actions of the chunk, observe,
+propose / plan again, until the task succeeds or its step budget is spent. Splits: `id` is
+the nominal scene, `ood` cycles through the unseen-colour, unseen-table and distractor
+variants by seed. Episode e of (task, split) uses env seed SEED_BASE + e for every method,
+so methods see the same scenes.
+
+Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
+resumes where it stopped. The summary (JSON with a `results` list, Markdown, bar chart) is
+rebuilt from all episodes on disk that match the requested grid.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+SEED_BASE = 100_000          # evaluation scenes: far from the collection seeds' typical range
+TASKS = ("reach", "push", "separate", "pick", "stack")
+METHODS = ("base", "swm-grad", "swm-mppi", "swm-cem", "swm-rank", "scripted")
+SPLITS = {"id": ("nominal",), "ood": ("ood_colors", "ood_table", "ood_distractor")}
+EPISODES_FILE = "episodes.jsonl"
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    split: str
+    variant: str
+    method: str
+    seed: int
+    success: bool
+    steps: int
+    plan_ms: list[float]          # per planned chunk (proposal + optimisation time)
+    seconds: float
+
+    def key(self) -> tuple[str, str, str, int]:
+        return self.task, self.split, self.method, self.seed
+
+
+@dataclass
+class ClosedLoopConfig:
+    tasks: tuple[str, ...] = TASKS
+    methods: tuple[str, ...] = METHODS
+    splits: tuple[str, ...] = ("id", "ood")
+    seeds: int = 50
+    num_proposals: int = 8
+    execute_steps: int = 8
+    render_size: tuple[int, int] = (240, 320)
+    world_model: str = "tiny"          # checkpoint directory or a backend's shipped weights
+    base_policy: str = "learned"
+    max_steps: int | None = None       # None: each task's own budget
+    threads: int = 2
+    out: str = "runs/closed_loop"
+
+    def __post_init__(self) -> None:
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ValueError(f"unknown task {t!r}; tasks are {TASKS}")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ValueError(f"unknown method {m!r}; methods are {METHODS}")
+        for s in self.splits:
+            if s not in SPLITS:
+                raise ValueError(f"unknown split {s!r}; splits are {tuple(SPLITS)}")
+        if self.seeds < 1 or self.num_proposals < 1 or self.execute_steps < 1:
+            raise ValueError("seeds, num_proposals and execute_steps must be >= 1")
+
+
+def variant_for(split: str, episode: int) -> str:
+    variants = SPLITS[split]
+    return variants[episode % len(variants)]
+
+
+# ---------------------------------------------------------------------------------------
+# one episode
+# ---------------------------------------------------------------------------------------
+
+class Controller:
+    """What picks the next chunk for one method: a policy alone, or policy + planner."""
+
+    def __init__(self, method: str, cfg: ClosedLoopConfig, model=None):
+        from swm_ros.policies.scripted import make_policy
+
+        self.method = method
+        self.cfg = cfg
+        self.policy = make_policy("scripted" if method == "scripted" else cfg.base_policy)
+        self.planner = None
+        if method.startswith("swm-"):
+            from swm_ros.planning.planner import Planner, load_planner_config
+
+            self.planner = Planner(load_planner_config(method[4:]), model=model,
+                                   image_processor=lambda frame: model.process_frames(frame)[0])
+
+    def reset(self, spec, seed: int) -> None:
+        self.policy.reset(spec, seed=seed)
+        if self.planner is not None:
+            self.planner.set_task(spec)
+
+    def next_chunk(self, obs) -> np.ndarray:
+        if self.planner is None:
+            return np.asarray(self.policy.propose(obs, 1))[0]
+        proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
+        return self.planner.plan(obs.images["overhead"], proposals).chunk
+
+
+def run_episode(env, controller: Controller, task: str, split: str, episode: int, cfg: ClosedLoopConfig
+                ) -> EpisodeResult:
+    t0 = time.perf_counter()
+    seed = SEED_BASE + episode
+    variant = variant_for(split, episode)
+    obs = env.reset(seed=seed, task=task, variant=variant)
+    spec = env.task
+    controller.reset(spec, seed)
+    budget = cfg.max_steps or spec.max_steps
+    steps, plan_ms, success = 0, [], env.success()
+    while steps < budget and not success:
+        tp = time.perf_counter()
+        chunk = np.clip(controller.next_chunk(obs), -1.0, 1.0)
+        plan_ms.append((time.perf_counter() - tp) * 1e3)
+        for action in chunk[:cfg.execute_steps]:
+            obs = env.step(action.astype(np.float32))
+            steps += 1
+            success = env.success()
+            if success or steps >= budget:
+                break
+    return EpisodeResult(task=task, split=split, variant=variant, method=controller.method, seed=seed,
+                         success=bool(success), steps=steps, plan_ms=[round(x, 3) for x in plan_ms],
+                         seconds=round(time.perf_counter() - t0, 3))
+
+
+# ---------------------------------------------------------------------------------------
+# the grid, resumable
+# ---------------------------------------------------------------------------------------
+
+def read_episodes(path: Path) -> list[EpisodeResult]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(EpisodeResult(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                continue          # a line cut short by an interruption: that episode runs again
+    return out
+
+
+def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, Any]:
+    import torch
+    from tqdm import tqdm
+
+    from swm_ros.envs import make_env
+
+    torch.set_num_threads(cfg.threads)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / EPISODES_FILE
+    done = {r.key() for r in read_episodes(path)}
+    todo = [(t, s, m, e) for t in cfg.tasks for s in cfg.splits for m in cfg.methods for e in range(cfg.seeds)
+            if (t, s, m, SEED_BASE + e) not in done]
+    model = None
+    if any(m.startswith("swm-") for m in cfg.methods):
+        from swm_ros.models.registry import load_world_model
+
+        model = load_world_model(cfg.world_model)
+    env = make_env(task=cfg.tasks[0], image_size=tuple(cfg.render_size), cameras=("overhead",), seed=SEED_BASE)
+    controllers: dict[str, Controller] = {}
+    try:
+        with path.open("a") as f:
+            for task, split, method, e in tqdm(todo, desc="closed loop", unit="ep", disable=not progress):
+                if method not in controllers:
+                    controllers[method] = Controller(method, cfg, model)
+                r = run_episode(env, controllers[method], task, split, e, cfg)
+                f.write(json.dumps(asdict(r)) + "\n")
+                f.flush()
+    finally:
+        env.close()
+    return summarise(cfg, read_episodes(path))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (sound at 0 % and 100 % with few episodes)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(cfg: ClosedLoopConfig, episodes: Iterable[EpisodeResult]) -> dict[str, Any]:
+    wanted = {(t, s, m) for t in cfg.tasks for s in cfg.splits for m in cfg.methods}
+    seeds = {SEED_BASE + e for e in range(cfg.seeds)}
+    groups: dict[tuple[str, str, str], list[EpisodeResult]] = {}
+    for r in episodes:
+        if (r.task, r.split, r.method) in wanted and r.seed in seeds:
+            groups.setdefault((r.task, r.split, r.method), []).append(r)
+    results = []
+    for (task, split, method), rs in sorted(groups.items()):
+        wins = sum(r.success for r in rs)
+        ms = [x for r in rs for x in r.plan_ms]
+        lo, hi = wilson_interval(wins, len(rs))
+        results.append({
+            "task": task, "split": split, "method": method, "episodes": len(rs),
+            "success_rate": wins / len(rs), "ci95": [lo, hi],
+            "steps_mean": float(np.mean([r.steps for r in rs])),
+            "plan_ms_median": float(np.median(ms)) if ms else None,
+            "plan_ms_p95": float(np.percentile(ms, 95)) if ms else None,
+        })
+    return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+            "results": results}
+
+
+# ---------------------------------------------------------------------------------------
+# reports
+# ---------------------------------------------------------------------------------------
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    c = summary["config"]
+    lines = ["# Closed-loop evaluation", "",
+             f"World model `{c['world_model']}`, base policy `{c['base_policy']}`, {c['num_proposals']} proposals, "
+             f"execute {c['execute_steps']} actions then replan; seeds {SEED_BASE}..{SEED_BASE + c['seeds'] - 1}.", "",
+             "| task | split | method | success | 95 % CI | episodes | steps | plan ms median | plan ms p95 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None else f"{x:.1f}"
+    for r in summary["results"]:
+        lines.append(f"| {r['task']} | {r['split']} | {r['method']} | {100 * r['success_rate']:.1f} % | "
+                     f"{100 * r['ci95'][0]:.0f}-{100 * r['ci95'][1]:.0f} % | {r['episodes']} | {r['steps_mean']:.0f} | "
+                     f"{fmt(r['plan_ms_median'])} | {fmt(r['plan_ms_p95'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = summary["results"]
+    if not results:
+        return
+    groups = sorted({(r["task"], r["split"]) for r in results})
+    methods = [m for m in METHODS if any(r["method"] == m for r in results)]
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups)), 4))
+    for i, m in enumerate(methods):
+        xs, ys, err = [], [], [[], []]
+        for g, (task, split) in enumerate(groups):
+            r = next((r for r in results if (r["task"], r["split"], r["method"]) == (task, split, m)), None)
+            if r is None:
+                continue
+            xs.append(g + (i - (len(methods) - 1) / 2) * width)
+            ys.append(100 * r["success_rate"])
+            err[0].append(100 * (r["success_rate"] - r["ci95"][0]))
+            err[1].append(100 * (r["ci95"][1] - r["success_rate"]))
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=m)
+    ax.set_xticks(range(len(groups)), [f"{t}\n{s}" for t, s in groups])
+    ax.set(ylabel="success rate (%)", ylim=(0, 105), title="closed loop: base policy vs SWM planner")
+    ax.legend(fontsize=8, ncol=min(len(methods), 3))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_reports(summary: dict[str, Any], out: Path) -> None:
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(to_markdown(summary))
+    plot_results(summary, out / "success.png")
+
+
+def cli_eval_closed_loop(args: Any) -> int:
+    csv = lambda s: tuple(x for x in s.split(",") if x)
+    splits = ("id", "ood") if args.split == "both" else (args.split,)
+    try:
+        cfg = ClosedLoopConfig(tasks=csv(args.tasks), methods=csv(args.methods), splits=splits, seeds=args.seeds,
+                               num_proposals=args.num_proposals, execute_steps=args.execute_steps,
+                               world_model=args.checkpoint or "tiny", base_policy=args.policy,
+                               max_steps=args.max_steps, threads=args.threads, out=args.out)
+        summary = run_closed_loop(cfg, progress=not args.json)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"swm eval closed-loop: {e}")
+        return 2
+    write_reports(summary, Path(cfg.out))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(to_markdown(summary))
+        print(f"-> {cfg.out}/summary.json, report.md, success.png, episodes.jsonl")
+    return 0
