@@ -44,6 +44,9 @@ class TinyConfig:
     max_steps: int = 64              # longest action chunk (step-position embeddings)
     max_question_len: int = 24       # words per question (longer ones are truncated)
     action_dim: int = ACTION_DIM
+    # two extra input channels holding each pixel's (x, y) in [-1, 1] ("CoordConv"): where a
+    # block is becomes a feature, not only a token position, which relative questions need
+    coord_channels: bool = False
 
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
@@ -94,7 +97,7 @@ class TinyWorldModel(WorldModel):
         chans = list(c.conv_channels[:max(n_down - 1, 0)])
         chans += [chans[-1] if chans else 32] * (n_down - 1 - len(chans))
         layers: list[nn.Module] = []
-        cin = 3
+        cin = 5 if c.coord_channels else 3
         for ch in chans:
             layers += [nn.Conv2d(cin, ch, 4, 2, 1), nn.GroupNorm(8 if ch % 8 == 0 else 1, ch), nn.GELU()]
             cin = ch
@@ -131,7 +134,7 @@ class TinyWorldModel(WorldModel):
 
     # ---- image ------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) uint8 / float in [0, 1] -> (B, 3, S, S) normalised float."""
+        """(B, H, W, 3) uint8 / float in [0, 1] -> (B, 3 or 5, S, S) normalised float (+ coordinates)."""
         x = torch.as_tensor(images)
         if x.dim() != 4 or x.shape[-1] != 3:
             raise ValueError(f"images must be (B, H, W, 3), got {tuple(x.shape)}")
@@ -141,7 +144,12 @@ class TinyWorldModel(WorldModel):
         s = self.config.image_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return (x - 0.5) / 0.25
+        x = (x - 0.5) / 0.25
+        if self.config.coord_channels:
+            ramp = torch.linspace(-1.0, 1.0, s, device=x.device)
+            coords = torch.stack(torch.meshgrid(ramp, ramp, indexing="xy"))          # (2, S, S): x, y
+            x = torch.cat([x, coords.expand(x.shape[0], -1, -1, -1)], dim=1)
+        return x
 
     def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) -> (B, grid*grid, d) image tokens."""

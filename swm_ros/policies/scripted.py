@@ -337,13 +337,27 @@ def _smoothed_noise(rng: np.random.Generator, shape: tuple[int, ...], smoothing:
     return out
 
 
-POLICIES = {"scripted": ScriptedExpertPolicy, "noisy": NoisyExpertPolicy, "random": RandomPolicy}
+def learned_policy(checkpoint: str | None = None, chunk_length: int | None = None, seed: int = 0):
+    """The learned flow-matching chunk policy (policies/learned): the shipped weights
+    (policies/weights/flow), or `checkpoint`; a missing checkpoint names the train command."""
+    from swm_ros.policies.learned.policy import load_policy
+
+    return load_policy(checkpoint, seed=seed, chunk_length=chunk_length)
+
+
+POLICIES = {"scripted": ScriptedExpertPolicy, "noisy": NoisyExpertPolicy, "random": RandomPolicy,
+            "learned": learned_policy}
 
 
 def make_policy(name: str, **kw):
-    """`scripted`, `noisy` or `random`; keyword arguments go to the constructor."""
+    """`scripted`, `noisy`, `random`, `learned` (or `ogbench_*`, policies/ogbench_oracle.py); keyword arguments go to the constructor."""
+    if name.startswith("ogbench"):
+        from swm_ros.policies.ogbench_oracle import make_ogbench_policy
+
+        return make_ogbench_policy(name, **kw)
     try:
         cls = POLICIES[name]
     except KeyError:
-        raise ValueError(f"unknown policy {name!r}; valid: {sorted(POLICIES)}") from None
+        raise ValueError(f"unknown policy {name!r}; valid: {sorted(POLICIES)}, and on OGBench envs "
+                         f"ogbench_oracle, ogbench_noisy, ogbench_noisy_high, ogbench_play") from None
     return cls(**kw)

@@ -31,7 +31,7 @@ from swm_ros.ros import qos
 from swm_ros.ros.node_utils import (Param, StartupError, declare_parameters, non_negative, one_of, positive,
                                     run_node)
 
-_POLICY_CHECK, _POLICY_RULE = one_of("scripted", "noisy", "random")
+_POLICY_CHECK, _POLICY_RULE = one_of("scripted", "noisy", "random", "learned")
 
 PARAMETERS: dict[str, Param] = {
     "robot": Param("nicol", "robot profile name (config/robots) or path to a profile YAML"),
@@ -46,7 +46,8 @@ PARAMETERS: dict[str, Param] = {
     "image_width": Param(0, "expected image width, px; 0 = any", non_negative, ">= 0"),
     "image_height": Param(0, "expected image height, px; 0 = any", non_negative, ">= 0"),
     "stop_on_success": Param(True, "publish nothing once world_state reports success"),
-    "seed": Param(0, "policy seed (noisy / random)", non_negative, ">= 0"),
+    "seed": Param(0, "policy seed (noisy / random / learned)", non_negative, ">= 0"),
+    "checkpoint": Param("", "learned policy: checkpoint directory ('' = the shipped weights)"),
 }
 
 
@@ -92,7 +93,8 @@ class PolicyNode(Node):
         from swm_ros.policies.scripted import POLICIES, make_policy
 
         # Each policy takes the subset of these it understands (a random policy has no profile).
-        offered = {"profile": self.profile, "chunk_length": self.p.chunk_length, "seed": self.p.seed}
+        offered = {"profile": self.profile, "chunk_length": self.p.chunk_length, "seed": self.p.seed,
+                   "checkpoint": self.p.checkpoint or None}
         try:
             accepted = inspect.signature(POLICIES[self.p.policy]).parameters
             return make_policy(self.p.policy, **{k: v for k, v in offered.items() if k in accepted})
@@ -173,7 +175,11 @@ class PolicyNode(Node):
         key = (task.episode, task.name, tuple(task.objects), task.seed)
         spec = conv.task_spec(task)
         if key != self._task_key:
-            self.policy.reset(spec, seed=int(task.seed))
+            try:
+                self.policy.reset(spec, seed=int(task.seed))
+            except ValueError as e:    # e.g. a learned policy given a block colour it never saw
+                self.get_logger().error(f"policy cannot take task {task.instruction!r}: {e}", throttle_duration_sec=2.0)
+                return
             self._task_key = key
         state = None
         if world is not None:
@@ -183,7 +189,11 @@ class PolicyNode(Node):
             state = conv.privileged_state(world[1], joints, self.profile.table.height, world[0])
         obs = Observation(images={self.p.camera: image}, proprio=self._proprio(joints, state),
                           step=int(world[1].step) if world else 0, time=now, state=state)
-        proposals = np.asarray(self.policy.propose(obs, self.p.num_proposals), dtype=np.float32)
+        try:
+            proposals = np.asarray(self.policy.propose(obs, self.p.num_proposals), dtype=np.float32)
+        except ValueError as e:        # an input the policy cannot use (wrong camera, proprio size): skip
+            self.get_logger().error(f"policy refused the observation: {e}", throttle_duration_sec=2.0)
+            return
         if proposals.ndim != 3 or proposals.shape[2] != len(ACTION_NAMES):
             self.get_logger().error(f"policy returned shape {proposals.shape}, expected (n, H, {len(ACTION_NAMES)})")
             return
