@@ -56,10 +56,17 @@ def _plain(x: Any) -> Any:
     return x
 
 
+def _saved_state(model) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint holds: the whole state dict, or the backend's own selection
+    (`checkpoint_state_dict()`, e.g. only LoRA + projector over weights loaded from disk)."""
+    select = getattr(model, "checkpoint_state_dict", None)
+    return select() if callable(select) else model.state_dict()
+
+
 def save_checkpoint(model, directory: str | Path, training: dict[str, Any] | None = None) -> Path:
     """Write model.safetensors + config.yaml into `directory` (created); returns the directory."""
     directory = Path(directory)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in _saved_state(model).items()}
     _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": CHECKPOINT_FORMAT}))
     config = {
         "format": CHECKPOINT_FORMAT,
@@ -122,12 +129,15 @@ def load_checkpoint(directory: str | Path, device: str = "cpu"):
     except ConfigError as e:
         raise CheckpointError(f"{directory / CONFIG_FILE}: bad model config: {e}") from e
     tensors = _load_tensors(directory / WEIGHTS_FILE)
-    missing, unexpected = set(model.state_dict()) - set(tensors), set(tensors) - set(model.state_dict())
+    expected = set(_saved_state(model))
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
     if missing or unexpected:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: weights do not match the {config['backend']} model: "
                               f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
     try:
-        model.load_state_dict(tensors, strict=True)
+        # a partial checkpoint (trainable tensors over pretrained weights) loads non-strictly;
+        # the key check above already made sure it holds exactly what the model saves
+        model.load_state_dict(tensors, strict=len(expected) == len(model.state_dict()))
     except RuntimeError as e:
         raise CheckpointError(f"{directory / WEIGHTS_FILE}: {e}") from e
     model.training_summary = config.get("training") or {}

@@ -27,6 +27,8 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {
     "tiny": Backend("tiny", "swm_ros.models.tiny", "TinyWorldModel", "TinyConfig"),
+    "effnet": Backend("effnet", "swm_ros.models.effnet", "EffNetWorldModel", "EffNetConfig"),
+    "paligemma": Backend("paligemma", "swm_ros.models.paligemma", "PaliGemmaWorldModel", "PaliGemmaWMConfig"),
 }
 
 

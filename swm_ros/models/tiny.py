@@ -1,4 +1,4 @@
-"""`tiny`: a ~1 M-parameter semantic world model trained from scratch, the CPU default.
+"""`tiny`: a ~0.4 M-parameter semantic world model trained from scratch, the CPU default.
 
 Sequence (one per (row, question)), bidirectional like a VLM prefix:
 
@@ -35,11 +35,11 @@ from swm_ros.models.text import Tokenizer
 class TinyConfig:
     image_size: int = 64             # images are resized to this (square) before encoding
     grid: int = 4                    # image tokens per side (64x64 -> 4x4 = 16 tokens)
-    conv_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 128])
-    d_model: int = 128
-    layers: int = 4
+    conv_channels: list[int] = dataclasses.field(default_factory=lambda: [16, 32, 64])
+    d_model: int = 96
+    layers: int = 3
     heads: int = 4
-    mlp_ratio: float = 4.0
+    mlp_ratio: float = 2.0
     dropout: float = 0.0
     max_steps: int = 64              # longest action chunk (step-position embeddings)
     max_question_len: int = 24       # words per question (longer ones are truncated)
