@@ -198,3 +198,37 @@ def test_calibration_error_on_hand_made_predictions():
     assert calibration(np.full(100, 0.9), y)["ece"] == pytest.approx(0.4)
     perfect = calibration(y.astype(float), y)
     assert perfect["ece"] == pytest.approx(0.0) and perfect["brier"] == pytest.approx(0.0)
+
+
+def test_block_targets_pick_the_one_block_of_each_colour_inside_the_frame():
+    from swm_ros.models.localisation import block_targets
+
+    uv = np.array([[0.2, 0.3], [0.7, 0.1], [1.4, 0.5], [0.5, 0.5]])
+    tgt, mask = block_targets(["red", "blue", "green", "pink"], ["red", "blue", "green", "pink"], uv,
+                              kinds=["block", "block", "block", "distractor"])
+    assert mask.tolist() == [True, True, False, False]        # green is outside, pink is not a block
+    np.testing.assert_allclose(tgt[:2], uv[:2])
+
+
+def test_localisation_loss_trains_the_locator_head(saqa_file, tmp_path):
+    """aux_loss_weight > 0: block positions from the privileged state supervise the image
+    tokens; the run logs the localisation error and the checkpoint keeps the head."""
+    from swm_ros.models.registry import load_world_model
+
+    cfg = _train_config(saqa_file, steps=6, aux_loss_weight=1.0)
+    cfg["model"]["aux_colours"] = 9
+    cfg_path = tmp_path / "wm.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    train = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "train"]
+    assert all(0.0 <= m["localisation_mse"] < 2.0 for m in train)
+    model = load_world_model(tmp_path / "run")
+    uv = model.locate(model.encode_image(np.zeros((2, 64, 64, 3), np.uint8)))
+    assert uv.shape == (2, 9, 2) and bool(((uv >= 0) & (uv <= 1)).all())
+
+    cfg["model"]["aux_colours"] = 2                       # fewer colours than the data has
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
+    assert r.returncode != 0 and "aux_colours" in r.stderr

@@ -47,6 +47,9 @@ class TinyConfig:
     # two extra input channels holding each pixel's (x, y) in [-1, 1] ("CoordConv"): where a
     # block is becomes a feature, not only a token position, which relative questions need
     coord_channels: bool = False
+    # > 0: a training-only head that points the image tokens at each of this many block
+    # colours (swm_ros/models/localisation.py); 0: none
+    aux_colours: int = 0
 
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
@@ -116,6 +119,11 @@ class TinyWorldModel(WorldModel):
         self.final_norm = nn.LayerNorm(d)
         self.lm_bias = nn.Parameter(torch.zeros(len(tokenizer)))   # LM head = word_emb^T + bias (tied)
         self.register_buffer("answer_ids", torch.tensor([tokenizer.no_id, tokenizer.yes_id]), persistent=False)
+        if c.aux_colours > 0:
+            self.locator = nn.Linear(d, c.aux_colours)
+            ramp = (torch.arange(c.grid, dtype=torch.float32) + 0.5) / c.grid
+            gy, gx = torch.meshgrid(ramp, ramp, indexing="ij")
+            self.register_buffer("token_uv", torch.stack([gx.flatten(), gy.flatten()], -1), persistent=False)
         self._init()
 
     def _init(self) -> None:
@@ -156,6 +164,13 @@ class TinyWorldModel(WorldModel):
         f = self.image_encoder(self.preprocess(images))             # (B, d, g, g)
         f = f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0]
         return self.image_norm(f)
+
+    def locate(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, grid*grid, d) image tokens -> (B, aux_colours, 2) soft-argmax (u, v) in [0, 1]."""
+        if self.config.aux_colours <= 0:
+            raise RuntimeError("this model has no localisation head (aux_colours 0)")
+        weights = self.locator(features).softmax(dim=1)                  # (B, N, C) over tokens
+        return torch.einsum("bnc,nk->bck", weights, self.token_uv)
 
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,

@@ -68,6 +68,9 @@ class WorldModelTrainConfig:
     checkpoint_every: int = 1000
     num_threads: int = 2
     length_buckets: int = 4                      # split each batch by horizon to trim padding (same loss)
+    # weight of the auxiliary block-localisation loss (models/localisation.py; needs a model
+    # with aux_colours >= the data's colours); 0: answers only
+    aux_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_threads"):
@@ -93,11 +96,35 @@ def lr_at(step: int, cfg: WorldModelTrainConfig) -> float:
 
 
 # ---- data ------------------------------------------------------------------------------
+class BlockTargets:
+    """Per row: where each colour's block is in the row's (cropped) frame, from the episode's
+    privileged state, for the auxiliary localisation loss. Projections cached per episode."""
+
+    def __init__(self, ds, projector):
+        self.ds, self.projector = ds, projector
+        self._uv: dict[int, tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]] = {}
+
+    def __call__(self, episodes: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from swm_ros.models.localisation import block_targets
+
+        targets, masks = [], []
+        for e, t in zip(episodes.tolist(), frames.tolist()):
+            if e not in self._uv:
+                st = self.ds.states(e)
+                self._uv[e] = (self.projector(st.object_position), st.object_colors, st.object_kinds)
+            uv, colours, kinds = self._uv[e]
+            tgt, m = block_targets(self.ds.colors, colours, uv[t], kinds)
+            targets.append(tgt)
+            masks.append(m)
+        return np.stack(targets), np.stack(masks)
+
+
 class Batcher:
     """SAQA rows -> model inputs, with every distinct question tokenised once."""
 
-    def __init__(self, ds, model):
+    def __init__(self, ds, model, block_targets: BlockTargets | None = None):
         self.ds = ds
+        self.block_targets = block_targets
         tokens = model.tokenize(ds.questions) if ds.questions else torch.zeros(0, 1, dtype=torch.int64)
         width = int((tokens != 0).sum(1).max()) if len(tokens) else 1
         self.tokens = tokens[:, :max(width, 1)]           # no all-padding columns
@@ -112,7 +139,12 @@ class Batcher:
     def __call__(self, indices) -> dict[str, torch.Tensor]:
         b = self.ds.batch(np.asarray(indices))
         t = int(b["horizon"].max()) if len(b["horizon"]) else 0     # trim the padded action steps
+        extra = {}
+        if self.block_targets is not None:
+            uv, mask = self.block_targets(b["episode"], b["t"])
+            extra = {"block_uv": torch.from_numpy(uv), "block_mask": torch.from_numpy(mask)}
         return {
+            **extra,
             "images": torch.from_numpy(b["image"]),
             "actions": torch.from_numpy(b["actions"][:, :t]).float(),
             "action_mask": torch.from_numpy(b["action_mask"][:, :t]),
@@ -123,9 +155,31 @@ class Batcher:
         }
 
 
-def forward_batch(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def forward_batch(model, batch: dict[str, torch.Tensor], with_features: bool = False):
     feats = model.encode_image(batch["images"])
-    return model.answer_logits_from_features(feats, batch["actions"], batch["tokens"], batch["action_mask"])[:, 0]
+    logits = model.answer_logits_from_features(feats, batch["actions"], batch["tokens"], batch["action_mask"])[:, 0]
+    return (logits, feats) if with_features else logits
+
+
+def localisation_loss(pred_uv: torch.Tensor, target_uv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the predicted block positions over the blocks present."""
+    c = min(pred_uv.shape[1], target_uv.shape[1])
+    err = ((pred_uv[:, :c] - target_uv[:, :c]) ** 2).sum(-1) * mask[:, :c]
+    return err.sum() / mask[:, :c].sum().clamp(min=1)
+
+
+def _block_projector(ds, model):
+    from swm_ros.data.episodes import EpisodeReader
+    from swm_ros.models.localisation import BlockProjector
+
+    if getattr(getattr(model, "config", None), "aux_colours", 0) < len(ds.colors):
+        raise ConfigError(f"aux_loss_weight > 0 needs a model with aux_colours >= {len(ds.colors)} "
+                          f"(the data's colours {ds.colors})")
+    with EpisodeReader(ds.episode_files[0]) as ep:
+        camera = ds.camera or ep.cameras[0]
+        robot = ep.meta.robot
+    roi = model.image_processor.config.roi if model.image_processor is not None else None
+    return BlockProjector(robot, camera, roi)
 
 
 @torch.no_grad()
@@ -230,7 +284,10 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     weights = weights / weights.sum()
     val_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(val_ds), min(d.val_rows, len(val_ds)),
                                                              replace=False)) if len(val_ds) else np.zeros(0, int)
-    train_batch, val_batch = Batcher(train_ds, model), Batcher(val_ds, model)
+    targets = None
+    if cfg.aux_loss_weight > 0:
+        targets = BlockTargets(train_ds, _block_projector(train_ds, model))
+    train_batch, val_batch = Batcher(train_ds, model, targets), Batcher(val_ds, model)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
 
     start, metrics_path = 0, out / METRICS_FILE
@@ -271,7 +328,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
 
     model.train()
     t0 = time.perf_counter()
-    run_loss, run_ok, run_n = 0.0, 0, 0
+    run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train world-model",
                disable=not progress, dynamic_ncols=True)
     for step in bar:
@@ -282,8 +339,12 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         idx = rng.choice(n_train, size=cfg.batch_size, p=weights)
         optimizer.zero_grad(set_to_none=True)
         for batch in train_batch.chunks(idx, cfg.length_buckets):
-            logits = forward_batch(model, batch)
+            logits, feats = forward_batch(model, batch, with_features=True)
             loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
+            if targets is not None:
+                aux = localisation_loss(model.locate(feats), batch["block_uv"], batch["block_mask"])
+                loss = loss + cfg.aux_loss_weight * aux * (len(logits) / len(idx))
+                run_aux += float(aux.detach()) * len(logits)
             loss.backward()
             run_loss += float(loss.detach()) * len(idx)
             run_ok += int((logits.argmax(-1) == batch["answer"]).sum())
@@ -294,10 +355,12 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         if done % cfg.log_every == 0 or done == cfg.steps:
             entry = {"step": done, "split": "train", "loss": run_loss / run_n, "accuracy": run_ok / run_n,
                      "lr": lr, "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
+            if targets is not None:
+                entry["localisation_mse"] = run_aux / run_n
             log(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
             summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
-            run_loss, run_ok, run_n = 0.0, 0, 0
+            run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
         if len(val_idx) and (done % cfg.eval_every == 0 or done == cfg.steps):
             last_val = evaluate(model, val_batch, val_idx, family_names=val_ds.family_names)
             log({"step": done, "split": "val", **last_val})

@@ -124,6 +124,13 @@ class SAQADataset:
             return ep["images"][t]
         return ep["reader"].image(ep["camera"], int(t))
 
+    def states(self, episode: int):
+        """The episode's privileged states (`StateArrays`), loaded once per cached episode."""
+        ep = self._episode(episode)
+        if "states" not in ep:
+            ep["states"] = ep["reader"].states
+        return ep["states"]
+
     def actions(self, episode: int, t: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         """Actions t..t+h-1 zero-padded to max_horizon, and the mask of real steps."""
         acts = self._episode(episode)["actions"]
