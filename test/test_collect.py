@@ -98,3 +98,16 @@ def test_swm_collect_and_saqa_real_env(tmp_path, capsys):
     assert "rows/s" in printed
     ds = SAQADataset(out / "saqa.h5", split=None)
     assert len(ds) > 0 and ds.yes_fraction() == 0.5
+
+
+def test_a_second_collection_in_the_same_process_gets_its_own_image_size(tmp_path):
+    """The worker's cached env is rebuilt when the image pipeline changes (it used to be reused)."""
+    from swm_ros.data.collect import CollectConfig, collect
+    from swm_ros.data.episodes import EpisodeReader
+
+    for size in (16, 32):
+        out = tmp_path / f"c{size}"
+        collect(CollectConfig(out=str(out), episodes=1, tasks=("reach",), max_steps=2, image_size=(size, size)),
+                progress=False)
+        with EpisodeReader(next((out / "episodes").glob("*.h5"))) as ep:
+            assert ep.images("overhead").shape[1:] == (size, size, 3)

@@ -120,8 +120,16 @@ def _load(spec: str) -> Callable[..., Any]:
 
 
 def _env(cfg: CollectConfig, plan: EpisodePlan) -> Any:
+    # one env per worker process, rebuilt when a later collection in the same process asks
+    # for a different world or image pipeline (tests run several collections in one process)
+    key = (cfg.env_factory, cfg.robot, tuple(cfg.image_size), cfg.render_size and tuple(cfg.render_size),
+           tuple(cfg.cameras), cfg.crop)
     env = _WORKER.get("env")
+    if env is not None and _WORKER.get("env_key") != key:
+        env.close()
+        env = None
     if env is None:
+        _WORKER["env_key"] = key
         size = cfg.render_size if cfg.render_size is not None else cfg.image_size
         env = _load(cfg.env_factory)(robot=cfg.robot, task=plan.task, variant=plan.variant,
                                      image_size=tuple(size), cameras=tuple(cfg.cameras), seed=plan.seed)
