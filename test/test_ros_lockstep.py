@@ -37,7 +37,7 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     clock = probe.collect(Clock, "/clock", qos.CLOCK)
     diags = probe.collect(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
     # the clock starts when the first chunk is executed: start-up (seconds of imports) is not sim speed
-    assert probe.wait_for(lambda: chunks, 60), "\n".join(p.output()[-2000:] for p in procs.values())
+    assert probe.wait_for(lambda: chunks and clock, 60), "\n".join(p.output()[-2000:] for p in procs.values())
     wall0, sim0 = time.monotonic(), conv.to_seconds(clock[-1].clock)
     ok = probe.wait_for(lambda: any(w.success for w in world), 90)
     wall = time.monotonic() - wall0
