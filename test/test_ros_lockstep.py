@@ -37,12 +37,15 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     clock = probe.collect(Clock, "/clock", qos.CLOCK)
     diags = probe.collect(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
     # the clock starts when the first chunk is executed: start-up (seconds of imports) is not sim speed
-    assert probe.wait_for(lambda: chunks and clock, 60), "\n".join(p.output()[-2000:] for p in procs.values())
-    wall0, sim0 = time.monotonic(), conv.to_seconds(clock[-1].clock)
+    assert probe.wait_for(lambda: chunks, 60), "\n".join(p.output()[-2000:] for p in procs.values())
+    # sim time from the first chunk's stamp (the sim time of the observation it was planned
+    # from): under load /clock messages can all reach the probe late, or, once the episode has
+    # succeeded and lockstep holds time still, not at all
+    wall0, sim0 = time.monotonic(), conv.to_seconds(chunks[0].header.stamp)
     ok = probe.wait_for(lambda: any(w.success for w in world), 90)
     wall = time.monotonic() - wall0
     logs = "\n".join(f"--- {n}\n{p.output()[-3000:]}" for n, p in procs.items())
-    assert ok, f"no success in 90 s: {len(chunks)} chunks, sim time {conv.to_seconds(clock[-1].clock):.1f}\n{logs}"
+    assert ok, f"no success in 90 s: {len(chunks)} chunks, {len(clock)} clock messages\n{logs}"
     success = next(w for w in world if w.success)
     sim = conv.to_seconds(success.header.stamp) - sim0
     # sim time moved on and stayed consistent: /clock, world stamps never went backwards
