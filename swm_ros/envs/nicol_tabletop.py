@@ -20,6 +20,7 @@ import mujoco
 import numpy as np
 
 from swm_ros.envs.base import ACTION_DIM, ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState, TaskSpec, proprio_vector
+from swm_ros.envs.mujoco_util import RendererCache, is_descendant
 from swm_ros.envs.scene import PAD_BODIES, TABLE_GEOM, TOOL_SITE, MIRROR_JOINT_SUFFIX, scene_xml
 from swm_ros.envs.tasks import Layout, sample_task, task_success
 from swm_ros.envs.variants import Variant, get_variant
@@ -73,7 +74,7 @@ class NicolTabletopEnv:
         self._ws_lo = np.asarray(self.profile.workspace.lower)
         self._ws_hi = np.asarray(self.profile.workspace.upper)
         self._sims: dict[str, _Sim] = {}
-        self._renderers: dict[tuple[int, int, int], mujoco.Renderer] = {}
+        self._renderers = RendererCache()
         self._task_name, self._variant_name = task, variant
         self._next_seed = int(seed)
         self.reset(seed, task, variant)
@@ -113,7 +114,7 @@ class NicolTabletopEnv:
     @staticmethod
     def _robot_bodies(m: mujoco.MjModel) -> set[int]:
         root = m.body("r_mount").id
-        return {b for b in range(m.nbody) if _is_descendant(m, b, root)}
+        return {b for b in range(m.nbody) if is_descendant(m, b, root)}
 
     # -- episode -----------------------------------------------------------------------
 
@@ -317,28 +318,15 @@ class NicolTabletopEnv:
             raise ValueError(f"unknown camera {camera!r}; the profile has {sorted(self.profile.cameras)}")
         h = int(height or self.image_size[0])
         w = int(width or self.image_size[1])
-        key = (id(self._sim.model), h, w)
-        r = self._renderers.get(key)
-        if r is None:
-            r = self._renderers[key] = mujoco.Renderer(self._sim.model, height=h, width=w)
+        r = self._renderers.get(self._sim.model, h, w)
         r.update_scene(self._sim.data, camera=camera)
         return r.render()
 
     def close(self) -> None:
-        for r in self._renderers.values():
-            r.close()
-        self._renderers.clear()
+        self._renderers.close()
 
     def __enter__(self) -> "NicolTabletopEnv":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _is_descendant(m: mujoco.MjModel, body: int, root: int) -> bool:
-    while body > 0:
-        if body == root:
-            return True
-        body = int(m.body_parentid[body])
-    return False

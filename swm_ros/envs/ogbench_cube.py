@@ -49,6 +49,7 @@ import numpy as np
 from ogbench.manipspace import lie
 
 from swm_ros.envs.base import ACTION_DIM, ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState, TaskSpec, proprio_vector
+from swm_ros.envs.mujoco_util import RendererCache, is_descendant
 
 OGBENCH_ENVS: dict[str, int] = {    # our env name -> number of cubes
     "ogbench-cube-single": 1,
@@ -168,7 +169,7 @@ class _Sim:
         label: list[str | None] = [None] * m.ngeom
         for g in range(m.ngeom):
             b = int(m.geom_bodyid[g])
-            if _descends(m, b, robot_root) and (m.geom_contype[g] or m.geom_conaffinity[g]):
+            if is_descendant(m, b, robot_root) and (m.geom_contype[g] or m.geom_conaffinity[g]):
                 label[g] = GRIPPER
         label[m.geom("floor").id] = TABLE
         for i, name in enumerate(names):
@@ -198,7 +199,7 @@ class OGBenchCubeEnv:
         self.max_steps = max_steps
         self.blocks = block_names(self.num_cubes)
         self._sims: dict[bool, _Sim] = {}
-        self._renderers: dict[tuple[int, int, int], mujoco.Renderer] = {}
+        self._renderers = RendererCache()
         self._task_name = self._check_task(task)
         self._check_variant(variant)
         self._next_seed = int(seed)
@@ -413,21 +414,19 @@ class OGBenchCubeEnv:
         h = int(height or self.image_size[0])
         w = int(width or self.image_size[1])
         m = self._sim.model
-        key = (id(m), h, w)
-        r = self._renderers.get(key)
-        if r is None:
-            m.vis.quality.shadowsize = 0
+
+        def prepare(m: mujoco.MjModel) -> None:
+            m.vis.quality.shadowsize = 0          # no shadows, no anti-aliasing: render speed
             m.vis.quality.offsamples = 0
             m.vis.global_.offwidth = max(m.vis.global_.offwidth, w)
             m.vis.global_.offheight = max(m.vis.global_.offheight, h)
-            r = self._renderers[key] = mujoco.Renderer(m, height=h, width=w)
+
+        r = self._renderers.get(m, h, w, prepare)
         r.update_scene(self._sim.data, camera=camera, scene_option=self._sim.gym.unwrapped._scene_option)
         return r.render()
 
     def close(self) -> None:
-        for r in self._renderers.values():
-            r.close()
-        self._renderers.clear()
+        self._renderers.close()
         for sim in self._sims.values():
             sim.gym.close()
         self._sims.clear()
@@ -437,11 +436,3 @@ class OGBenchCubeEnv:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _descends(m: mujoco.MjModel, body: int, root: int) -> bool:
-    while body > 0:
-        if body == root:
-            return True
-        body = int(m.body_parentid[body])
-    return False
