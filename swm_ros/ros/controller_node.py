@@ -33,7 +33,8 @@ from swm_ros.msg import ActionChunk
 from swm_ros.robots import safety
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
-from swm_ros.ros.node_utils import Diagnostics, Param, StartupError, declare_parameters, non_negative, positive, run_node
+from swm_ros.ros.node_utils import (Diagnostics, Param, StartupError, declare_parameters, load_profile,
+                                    non_negative, positive, run_node)
 from swm_ros.ros.trajectory import PlanError, chunk_to_waypoints
 from swm_ros.ros.trajectory_action import TrajectoryActionClient
 
@@ -68,12 +69,8 @@ class ControllerNode(Node):
         if self.p.min_dt > self.p.max_dt:
             raise StartupError(f"min_dt {self.p.min_dt} > max_dt {self.p.max_dt}")
         from swm_ros.robots.kinematics import ArmKinematics
-        from swm_ros.robots.profile import load_robot_profile
 
-        try:
-            self.profile = load_robot_profile(self.p.robot)
-        except Exception as e:  # noqa: BLE001
-            raise StartupError(f"robot profile: {e}") from e
+        self.profile = load_profile(self.p.robot)
         self.kin = ArmKinematics(self.profile)
         self.joint_names = self.profile.joint_names
         self.lower, self.upper = self.profile.position_limits()

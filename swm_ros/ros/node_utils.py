@@ -49,6 +49,20 @@ _ARRAY_TYPES = {str: ParameterType.PARAMETER_STRING_ARRAY, float: ParameterType.
                 int: ParameterType.PARAMETER_INTEGER_ARRAY, bool: ParameterType.PARAMETER_BOOL_ARRAY}
 
 
+def load_profile(robot: str, camera: str | None = None):
+    """The robot profile a node runs with (and, if given, a camera it must have); anything
+    wrong is a StartupError, so the node exits with the reason instead of a traceback."""
+    from swm_ros.robots.profile import load_robot_profile
+
+    try:
+        profile = load_robot_profile(robot)
+    except Exception as e:  # noqa: BLE001 - ConfigError and friends: report, exit non-zero
+        raise StartupError(f"robot profile: {e}") from e
+    if camera is not None and camera not in profile.cameras:
+        raise StartupError(f"camera {camera!r} not in profile (has {sorted(profile.cameras)})")
+    return profile
+
+
 def declare_parameters(node: Node, table: dict[str, Param]) -> SimpleNamespace:
     """Declare every parameter with its default, read them back, and validate all at once."""
     values, errors = {}, []

@@ -31,7 +31,8 @@ from swm_ros.envs.base import ACTION_NAMES
 from swm_ros.msg import ActionChunk, ActionProposals, PlanResult, TaskInfo
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
-from swm_ros.ros.node_utils import Diagnostics, Param, StartupError, declare_parameters, positive, run_node
+from swm_ros.ros.node_utils import (Diagnostics, Param, StartupError, declare_parameters, load_profile,
+                                    positive, run_node)
 from swm_ros.srv import QueryWorldModel
 
 SOURCE = "swm_planner"
@@ -83,14 +84,7 @@ class PlannerNode(Node):
     def __init__(self) -> None:
         super().__init__("planner_node")
         self.p = declare_parameters(self, PARAMETERS)
-        from swm_ros.robots.profile import load_robot_profile
-
-        try:
-            self.profile = load_robot_profile(self.p.robot)
-        except Exception as e:  # noqa: BLE001
-            raise StartupError(f"robot profile: {e}") from e
-        if self.p.camera not in self.profile.cameras:
-            raise StartupError(f"camera {self.p.camera!r} not in profile (has {sorted(self.profile.cameras)})")
+        self.profile = load_profile(self.p.robot, self.p.camera)
         if not self.p.world_model and not self.p.world_model_service:
             raise StartupError("no world model: set world_model (in-process) or world_model_service (remote)")
 

@@ -28,8 +28,8 @@ from swm_ros.msg import ActionChunk, ActionProposals, TaskInfo, WorldState
 from swm_ros.robots.kinematics import ArmKinematics
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
-from swm_ros.ros.node_utils import (Param, StartupError, declare_parameters, non_negative, one_of, positive,
-                                    run_node)
+from swm_ros.ros.node_utils import (Param, StartupError, declare_parameters, load_profile, non_negative,
+                                    one_of, positive, run_node)
 
 _POLICY_CHECK, _POLICY_RULE = one_of("scripted", "noisy", "random", "learned")
 
@@ -55,14 +55,7 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy_node")
         self.p = declare_parameters(self, PARAMETERS)
-        from swm_ros.robots.profile import load_robot_profile
-
-        try:
-            self.profile = load_robot_profile(self.p.robot)
-        except Exception as e:  # noqa: BLE001
-            raise StartupError(f"robot profile: {e}") from e
-        if self.p.camera not in self.profile.cameras:
-            raise StartupError(f"camera {self.p.camera!r} not in profile (has {sorted(self.profile.cameras)})")
+        self.profile = load_profile(self.p.robot, self.p.camera)
         self.policy = self._make_policy()
         self.joint_names = self.profile.joint_names
         self.kin = ArmKinematics(self.profile)

@@ -49,7 +49,8 @@ from trajectory_msgs.msg import JointTrajectory
 from swm_ros.msg import ActionChunk, TaskInfo, WorldState
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
-from swm_ros.ros.node_utils import Diagnostics, Param, StartupError, declare_parameters, non_negative, positive, run_node
+from swm_ros.ros.node_utils import (Diagnostics, Param, StartupError, declare_parameters, load_profile,
+                                    non_negative, positive, run_node)
 from swm_ros.ros.trajectory import TimedTrajectory
 from swm_ros.srv import ResetEpisode
 
@@ -103,14 +104,10 @@ class SimNode(Node):
             raise StartupError("real_time_factor 0 (as fast as possible) needs publish_clock true: "
                                "without /clock, sim time means nothing to the other nodes")
         from swm_ros.envs import make_env
-        from swm_ros.robots.profile import load_robot_profile
 
         self._running = threading.Event()
 
-        try:
-            self.profile = load_robot_profile(self.p.robot)
-        except Exception as e:  # noqa: BLE001 - ConfigError and friends: report, exit non-zero
-            raise StartupError(f"robot profile: {e}") from e
+        self.profile = load_profile(self.p.robot)
         unknown = [c for c in self.p.cameras if c not in self.profile.cameras]
         if unknown:
             raise StartupError(f"cameras {unknown} not in profile {self.profile.name!r} "

@@ -43,8 +43,8 @@ from sensor_msgs.msg import Image
 from swm_ros.envs.base import ACTION_NAMES
 from swm_ros.ros import conversions as conv
 from swm_ros.ros import qos
-from swm_ros.ros.node_utils import (Diagnostics, Param, StartupError, declare_parameters, non_negative, positive,
-                                    run_node)
+from swm_ros.ros.node_utils import (Diagnostics, Param, StartupError, declare_parameters, load_profile,
+                                    non_negative, positive, run_node)
 from swm_ros.srv import QueryWorldModel
 
 # Every admitted request holds one executor thread while it waits for the worker; two more
@@ -83,14 +83,7 @@ class WorldModelNode(Node):
     def __init__(self) -> None:
         super().__init__("world_model_node")
         self.p = declare_parameters(self, PARAMETERS)
-        from swm_ros.robots.profile import load_robot_profile
-
-        try:
-            self.profile = load_robot_profile(self.p.robot)
-        except Exception as e:  # noqa: BLE001
-            raise StartupError(f"robot profile: {e}") from e
-        if self.p.camera not in self.profile.cameras:
-            raise StartupError(f"camera {self.p.camera!r} not in profile (has {sorted(self.profile.cameras)})")
+        self.profile = load_profile(self.p.robot, self.p.camera)
         self.model, self.source = self._load_model()
         # the longest chunk the model takes (step-position embeddings); None: no limit known
         self.max_horizon = getattr(getattr(self.model, "config", None), "max_steps", None)
