@@ -63,11 +63,39 @@ def _saved_state(model) -> dict[str, torch.Tensor]:
     return select() if callable(select) else model.state_dict()
 
 
+def write_checkpoint_files(directory: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
+    """model.safetensors (tagged with config["format"]) + config.yaml, each written atomically."""
+    directory = Path(directory)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": config["format"]}))
+
+    def write_yaml(p: str) -> None:
+        with open(p, "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+    _atomic_write(directory / CONFIG_FILE, write_yaml)
+    return directory
+
+
+def read_config_file(directory: str | Path, fmt: str, what: str) -> tuple[Path, dict[str, Any]]:
+    """(path, mapping) of `directory`/config.yaml when it exists, parses and carries format `fmt`;
+    `what` names the kind of checkpoint in the errors."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{what} checkpoint directory not found: {directory}")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint config not found: {path}")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {what} checkpoint config (format {fmt!r} expected)")
+    return path, config
+
+
 def save_checkpoint(model, directory: str | Path, training: dict[str, Any] | None = None) -> Path:
     """Write model.safetensors + config.yaml into `directory` (created); returns the directory."""
-    directory = Path(directory)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in _saved_state(model).items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": CHECKPOINT_FORMAT}))
     config = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -78,27 +106,11 @@ def save_checkpoint(model, directory: str | Path, training: dict[str, Any] | Non
         "processor": model.image_processor.config.to_dict() if model.image_processor is not None else None,
         "training": _plain(training or {}),
     }
-
-    def write_yaml(p: str) -> None:
-        with open(p, "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False)
-    _atomic_write(directory / CONFIG_FILE, write_yaml)
-    return directory
+    return write_checkpoint_files(directory, _saved_state(model), config)
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"world-model checkpoint directory not found: {directory}")
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"world-model checkpoint config not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(config, dict) or config.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a world-model checkpoint config (format {CHECKPOINT_FORMAT!r} expected)")
+    path, config = read_config_file(directory, CHECKPOINT_FORMAT, "world-model")
     if config.get("format_version") != CHECKPOINT_VERSION:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, "
                               f"this code reads {CHECKPOINT_VERSION}")

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from swm_ros.config import ConfigError, load_config
-from swm_ros.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, _atomic_write, _load_tensors, _plain
+from swm_ros.models.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, _load_tensors, _plain,
+                                       read_config_file, write_checkpoint_files)
 from swm_ros.policies.learned.model import FlowChunkPolicy, FlowPolicyConfig
 from swm_ros.policies.learned.processors import PolicyProcessor
 
@@ -26,35 +25,14 @@ __all__ = ["CheckpointError", "save_policy_checkpoint", "load_policy_checkpoint"
 def save_policy_checkpoint(model: FlowChunkPolicy, processor: PolicyProcessor, directory: str | Path,
                            training: dict[str, Any] | None = None) -> Path:
     """Write model.safetensors + config.yaml into `directory` (created); returns the directory."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": POLICY_FORMAT}))
     config = {"format": POLICY_FORMAT, "format_version": POLICY_FORMAT_VERSION, "kind": POLICY_KIND,
               "model": _plain(model.config.to_dict()), "processor": _plain(processor.to_dict()),
               "training": _plain(training or {})}
-
-    def write_yaml(p: str) -> None:
-        with open(p, "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False)
-    _atomic_write(directory / CONFIG_FILE, write_yaml)
-    return directory
+    return write_checkpoint_files(directory, model.state_dict(), config)
 
 
 def read_policy_config(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"policy checkpoint directory not found: {directory}")
-    path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"policy checkpoint config not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise CheckpointError(f"{path}: not valid YAML: {e}") from e
-    if not isinstance(config, dict) or config.get("format") != POLICY_FORMAT:
-        raise CheckpointError(f"{path}: not a policy checkpoint config (format {POLICY_FORMAT!r} expected)")
+    path, config = read_config_file(directory, POLICY_FORMAT, "policy")
     if config.get("format_version") != POLICY_FORMAT_VERSION or config.get("kind") != POLICY_KIND:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r} / kind "
                               f"{config.get('kind')!r}; this code reads {POLICY_FORMAT_VERSION} / {POLICY_KIND!r}")
