@@ -20,7 +20,7 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from swm_ros.graph import load_arguments, resolve_graph
+from swm_ros.graph import launch_arguments, launch_nodes, launch_values, resolve_graph
 from swm_ros.resources import share_dir
 
 GRAPH = "gazebo"
@@ -49,8 +49,7 @@ def robot_description() -> str:
 
 def _actions(context, *args, **kwargs):
     root = share_dir()
-    arguments, _ = load_arguments(GRAPH)
-    graph = resolve_graph(GRAPH, {name: LaunchConfiguration(name).perform(context) for name in arguments})
+    graph = resolve_graph(GRAPH, launch_values(GRAPH, context))
     headless = LaunchConfiguration("headless").perform(context).lower() == "true"
     world = LaunchConfiguration("world").perform(context) or str(root / WORLD)
     use_sim_time = bool(graph.values["use_sim_time"])
@@ -70,12 +69,7 @@ def _actions(context, *args, **kwargs):
     controllers = Node(package="controller_manager", executable="spawner", output="screen",
                        arguments=[*SPAWNED_CONTROLLERS, "--controller-manager", "/controller_manager"],
                        parameters=[{"use_sim_time": use_sim_time}])
-    swm_nodes = []
-    for spec in graph.nodes:
-        params = ([str(spec.parameters_file)] if spec.parameters_file else []) + [spec.parameters]
-        swm_nodes.append(Node(package="swm_ros", executable=spec.executable, name=spec.name,
-                              namespace=spec.namespace or None, parameters=params,
-                              remappings=list(spec.remappings.items()), output="screen", emulate_tty=True))
+    swm_nodes = launch_nodes(graph)
     return [
         gazebo, state_publisher, spawn, bridge,
         RegisterEventHandler(OnProcessExit(target_action=spawn, on_exit=[controllers])),
@@ -84,9 +78,7 @@ def _actions(context, *args, **kwargs):
 
 
 def generate_launch_description() -> LaunchDescription:
-    arguments, _ = load_arguments(GRAPH)
-    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
-                for a in arguments.values()]
+    declared = launch_arguments(GRAPH)
     declared += [DeclareLaunchArgument(name, default_value=default, description=text)
                  for name, (default, text) in GAZEBO_ARGUMENTS.items()]
     return LaunchDescription([*declared, OpaqueFunction(function=_actions)])

@@ -8,31 +8,16 @@ ros1_bridge (standard messages) and `python3 -m swm_ros.bridges.nias_ros1` (READ
 "Real NicoL, Gazebo and several machines").
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch.actions import OpaqueFunction
 
-from swm_ros.graph import load_arguments, resolve_graph
+from swm_ros.graph import launch_arguments, launch_nodes, launch_values, resolve_graph
 
 GRAPH = "nicol"
 
 
 def _nodes(context, *args, **kwargs):
-    arguments, _ = load_arguments(GRAPH)
-    values = {name: LaunchConfiguration(name).perform(context) for name in arguments}
-    graph = resolve_graph(GRAPH, values)
-    actions = []
-    for spec in graph.nodes:
-        params = ([str(spec.parameters_file)] if spec.parameters_file else []) + [spec.parameters]
-        actions.append(Node(
-            package="swm_ros", executable=spec.executable, name=spec.name,
-            namespace=spec.namespace or None, parameters=params,
-            remappings=list(spec.remappings.items()), output="screen", emulate_tty=True))
-    return actions
+    return launch_nodes(resolve_graph(GRAPH, launch_values(GRAPH, context)))
 
 
 def generate_launch_description() -> LaunchDescription:
-    arguments, _ = load_arguments(GRAPH)
-    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
-                for a in arguments.values()]
-    return LaunchDescription([*declared, OpaqueFunction(function=_nodes)])
+    return LaunchDescription([*launch_arguments(GRAPH), OpaqueFunction(function=_nodes)])

@@ -1,11 +1,13 @@
 """Node graphs described once in YAML (config/graphs/*.yaml), brought up two ways.
 
-* `launch/<graph>.launch.py` (a real ROS 2 install): DeclareLaunchArgument per argument,
-  an OpaqueFunction that calls `resolve_graph` and turns each `NodeSpec` into a launch_ros Node.
+* `launch/<graph>.launch.py` (a real ROS 2 install): `launch_arguments` declares every
+  argument, an OpaqueFunction calls `resolve_graph(name, launch_values(...))` and
+  `launch_nodes` turns each `NodeSpec` into a launch_ros Node.
 * `swm up <graph> [name:=value ...] [--duration S]` (the pip venv, which has no `launch`):
   one process per node, `python -m swm_ros.ros.<executable> --ros-args ...`.
 
-This module imports neither rclpy nor launch: plain dataclasses and YAML.
+This module imports neither rclpy nor launch at import time: plain dataclasses and YAML
+(the launch_* helpers import `launch` when a launch file calls them).
 
 Graph YAML:
     arguments: {name: {default: "...", description: "..."}}
@@ -202,6 +204,38 @@ def resolve_graph(graph: str | Path, overrides: dict[str, str] | None = None) ->
 # ----------------------------------------------------------------------------------------
 # `swm up`: the pip-venv twin of `ros2 launch`
 # ----------------------------------------------------------------------------------------
+
+# ---- for launch files (they run where `launch` exists; imported on call) -------------------
+def launch_arguments(graph: str | Path) -> list:
+    """A DeclareLaunchArgument for every argument of the graph, with its default and description."""
+    from launch.actions import DeclareLaunchArgument
+
+    arguments, _ = load_arguments(graph)
+    return [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+            for a in arguments.values()]
+
+
+def launch_values(graph: str | Path, context) -> dict[str, str]:
+    """The graph's argument values as given to `ros2 launch` (inside an OpaqueFunction)."""
+    from launch.substitutions import LaunchConfiguration
+
+    arguments, _ = load_arguments(graph)
+    return {name: LaunchConfiguration(name).perform(context) for name in arguments}
+
+
+def launch_nodes(graph: Graph) -> list:
+    """One launch_ros Node per node of a resolved graph: parameters file first, then overrides."""
+    from launch_ros.actions import Node
+
+    actions = []
+    for spec in graph.nodes:
+        params = ([str(spec.parameters_file)] if spec.parameters_file else []) + [spec.parameters]
+        actions.append(Node(
+            package="swm_ros", executable=spec.executable, name=spec.name,
+            namespace=spec.namespace or None, parameters=params,
+            remappings=list(spec.remappings.items()), output="screen", emulate_tty=True))
+    return actions
+
 
 def stop_graph(procs: dict[str, subprocess.Popen], grace: float = 5.0) -> None:
     """SIGINT each node's process group and wait; escalate to SIGTERM, then SIGKILL, for stragglers."""

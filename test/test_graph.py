@@ -69,7 +69,8 @@ def test_every_file_exists_and_every_override_is_declared() -> None:
 
 def test_launch_file_reads_the_same_graph() -> None:
     text = (share_dir() / "launch" / "sim.launch.py").read_text()
-    assert "resolve_graph" in text and "DeclareLaunchArgument" in text and "OpaqueFunction" in text
+    # arguments declared through swm_ros.graph.launch_arguments (DeclareLaunchArgument per argument)
+    assert "resolve_graph" in text and "launch_arguments" in text and "OpaqueFunction" in text
     compile(text, "sim.launch.py", "exec")   # `launch` is not installable here; at least it parses
 
 
