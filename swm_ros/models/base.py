@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from swm_ros.envs.base import ACTION_DIM
@@ -37,6 +38,25 @@ from swm_ros.processing.image import ImageProcessor
 Question = str
 Questions = Union[Sequence[Question], torch.Tensor]
 NO_INDEX, YES_INDEX = 0, 1          # order of the last logits axis
+
+
+def frames_to_tensor(images: torch.Tensor | np.ndarray, size: int, device: torch.device | str,
+                     antialias: bool | None = None, mode: str = "bilinear") -> torch.Tensor:
+    """(B, H, W, 3) uint8 (0..255) or float (0..1) frames -> (B, 3, size, size) float in [0, 1]
+    on `device`, resized with `mode` when needed; `antialias` None: only when shrinking."""
+    x = torch.as_tensor(images)
+    if x.dim() != 4 or x.shape[-1] != 3:
+        raise ValueError(f"images must be (B, H, W, 3), got {tuple(x.shape)}")
+    x = x.to(device)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    x = x.permute(0, 3, 1, 2)
+    if x.shape[-2:] != (size, size):
+        shrink = x.shape[-1] > size
+        x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False,
+                          antialias=shrink if antialias is None else antialias)
+        if mode == "bicubic":
+            x = x.clamp(0.0, 1.0)                  # bicubic overshoots at edges
+    return x
 
 
 class WorldModel(nn.Module, abc.ABC):

@@ -38,13 +38,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from swm_ros.envs.base import ACTION_DIM
-from swm_ros.models.base import WorldModel
 from swm_ros.models.text import Tokenizer
-from swm_ros.models.tiny import Block
+from swm_ros.models.base import frames_to_tensor
+from swm_ros.models.tiny import LateFusionWorldModel
 
 MODEL_NAME = "efficientnet-lite0"
 # feature -> (number of MBConv blocks to run, whether the 1x1 head conv runs, channels, stride)
@@ -104,7 +103,7 @@ def build_encoder(image_size: int, pretrained: bool) -> nn.Module:
     return net
 
 
-class EffNetWorldModel(WorldModel):
+class EffNetWorldModel(LateFusionWorldModel):
     backend = "effnet"
 
     def __init__(self, config: EffNetConfig | None = None, tokenizer: Tokenizer | None = None):
@@ -129,27 +128,9 @@ class EffNetWorldModel(WorldModel):
         self.image_proj = nn.Linear(channels, d)
         self.image_pos = nn.Parameter(torch.zeros(1, c.grid * c.grid, d))
         self.image_norm = nn.LayerNorm(d)
-        # actions, text, transformer: as in the tiny backend
-        self.action_proj = nn.Linear(c.action_dim, d)
-        self.step_pos = nn.Parameter(torch.zeros(1, c.max_steps, d))
-        self.word_emb = nn.Embedding(len(tokenizer), d)
-        self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
-        self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
-        self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
-        self.final_norm = nn.LayerNorm(d)
-        self.lm_bias = nn.Parameter(torch.zeros(len(tokenizer)))   # LM head = word_emb^T + bias (tied)
-        self.register_buffer("answer_ids", torch.tensor([tokenizer.no_id, tokenizer.yes_id]), persistent=False)
-        self._init()
-
-    def _init(self) -> None:
-        for p in (self.image_pos, self.step_pos, self.word_pos, self.type_emb):
-            nn.init.normal_(p, std=0.02)
-        nn.init.normal_(self.word_emb.weight, std=0.02)
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear) and not name.startswith("encoder"):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        nn.init.normal_(self.action_proj.weight, std=0.2)     # raw actions in [-1, 1] should matter early
+        # actions, text, transformer: the tiny backend's
+        self._build_fusion(c)
+        self._init_weights(skip_prefix="encoder")              # the pretrained encoder keeps its weights
         self.train()                                           # puts the encoder's BatchNorm in eval mode
 
     def config_dict(self) -> dict[str, Any]:
@@ -166,17 +147,8 @@ class EffNetWorldModel(WorldModel):
     # ---- image ------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 / float in [0, 1] -> (B, 3, S, S) in [-1, 1] ((x - 127.5) / 127.5)."""
-        x = torch.as_tensor(images)
-        if x.dim() != 4 or x.shape[-1] != 3:
-            raise ValueError(f"images must be (B, H, W, 3), got {tuple(x.shape)}")
-        x = x.to(self.image_pos.device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = x.permute(0, 3, 1, 2)
-        s = self.config.image_size
-        if x.shape[-2:] != (s, s):
-            # upsampling needs no antialias; downsampling (large camera frames) does
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=x.shape[-1] > s)
-        return x * 2.0 - 1.0
+        # upsampling needs no antialias; downsampling (large camera frames) does
+        return frames_to_tensor(images, self.config.image_size, self.image_pos.device) * 2.0 - 1.0
 
     def encoder_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised -> (B, C, g, g) feature map (the package's forward, cut at `feature`)."""
@@ -208,44 +180,4 @@ class EffNetWorldModel(WorldModel):
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.config
-        img_tokens = self.image_tokens(features)                  # projected once per image
-        actions = actions.to(img_tokens.dtype)
-        if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
-            raise ValueError(f"actions must be (B, T, {c.action_dim}), got {tuple(actions.shape)}")
-        b, t = actions.shape[0], actions.shape[1]
-        if t > c.max_steps:
-            raise ValueError(f"{t} action steps > max_steps {c.max_steps} of this model")
-        if img_tokens.shape[0] not in (1, b):
-            raise ValueError(f"features batch {img_tokens.shape[0]} does not match actions batch {b}")
-        device = img_tokens.device
-        tok = question_tokens.to(device, torch.int64)
-        if tok.dim() == 2:
-            tok = tok.unsqueeze(0).expand(b, -1, -1)
-        if tok.dim() != 3 or tok.shape[0] != b:
-            raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
-        q, length = tok.shape[1], tok.shape[2]
-        if length > c.max_question_len:
-            raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
-        if action_mask is None:
-            action_mask = torch.ones(b, t, dtype=torch.bool, device=device)
-        action_mask = action_mask.to(device, torch.bool)
-        n_img, d = img_tokens.shape[1], img_tokens.shape[2]
-
-        img = img_tokens.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
-        act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]
-        act = act.unsqueeze(1).expand(b, q, t, d)
-        answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=device)
-        words = torch.cat([tok, answer], dim=2)
-        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
-        x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + length + 1, d)
-        keep = torch.cat([
-            torch.ones(b, q, n_img, dtype=torch.bool, device=device),
-            action_mask.unsqueeze(1).expand(b, q, t),
-            words != self.tokenizer.pad_id,
-        ], dim=2).reshape(b * q, 1, 1, -1)
-        for blk in self.blocks:
-            x = blk(x, keep)
-        h = self.final_norm(x[:, -1])                              # the <answer> position
-        w = self.word_emb.weight[self.answer_ids]                  # LM head rows of "no", "yes"
-        return (h @ w.t() + self.lm_bias[self.answer_ids]).reshape(b, q, 2)
+        return self._answer_logits(self.image_tokens(features), actions, question_tokens, action_mask)

@@ -44,11 +44,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from swm_ros.envs.base import ACTION_DIM
-from swm_ros.models.base import Questions, WorldModel
+from swm_ros.models.base import Questions, WorldModel, frames_to_tensor
 from swm_ros.models.text import Tokenizer
 
 ACTION_TOKEN = "<action>"
@@ -250,16 +249,7 @@ class PaliGemmaWorldModel(WorldModel):
     # ---- image ------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 / float in [0, 1] -> (B, 3, S, S) normalised for SigLIP."""
-        x = torch.as_tensor(images)
-        if x.dim() != 4 or x.shape[-1] != 3:
-            raise ValueError(f"images must be (B, H, W, 3), got {tuple(x.shape)}")
-        x = x.to(self.image_mean.device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = x.permute(0, 3, 1, 2)
-        s = self.image_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bicubic", align_corners=False,
-                              antialias=x.shape[-1] > s).clamp(0.0, 1.0)
+        x = frames_to_tensor(images, self.image_size, self.image_mean.device, mode="bicubic")
         return ((x - self.image_mean) / self.image_std).to(self.dtype)
 
     def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swm_ros.envs.base import ACTION_DIM
-from swm_ros.models.base import WorldModel
+from swm_ros.models.base import WorldModel, frames_to_tensor
 from swm_ros.models.text import Tokenizer
 
 
@@ -85,7 +85,89 @@ class Block(nn.Module):
         return x + F.dropout(self.mlp(self.norm2(x)), drop, self.training)
 
 
-class TinyWorldModel(WorldModel):
+class LateFusionWorldModel(WorldModel):
+    """What the from-scratch-transformer backends (`tiny`, `effnet`) share: everything after the
+    image tokens. A subclass builds its image encoder, then calls `_build_fusion`, then
+    `_init_weights`, and answers with `_answer_logits(image_tokens, ...)`. The config needs
+    action_dim, max_steps, max_question_len, d_model, heads, mlp_ratio, dropout and layers."""
+
+    def _build_fusion(self, c) -> None:
+        d = c.d_model
+        # actions: one token per step through a linear projection + step positions
+        self.action_proj = nn.Linear(c.action_dim, d)
+        self.step_pos = nn.Parameter(torch.zeros(1, c.max_steps, d))
+        # text
+        self.word_emb = nn.Embedding(len(self.tokenizer), d)
+        self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
+        self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
+        self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
+        self.final_norm = nn.LayerNorm(d)
+        self.lm_bias = nn.Parameter(torch.zeros(len(self.tokenizer)))   # LM head = word_emb^T + bias (tied)
+        self.register_buffer("answer_ids", torch.tensor([self.tokenizer.no_id, self.tokenizer.yes_id]),
+                             persistent=False)
+
+    def _init_weights(self, skip_prefix: str | None = None) -> None:
+        """Small normal init of positions, embeddings and every Linear (but those under
+        `skip_prefix`, e.g. a pretrained encoder)."""
+        for p in (self.image_pos, self.step_pos, self.word_pos, self.type_emb):
+            nn.init.normal_(p, std=0.02)
+        nn.init.normal_(self.word_emb.weight, std=0.02)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear) and not (skip_prefix and name.startswith(skip_prefix)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        # the action projection sees raw actions in [-1, 1]: a larger init lets them matter early
+        nn.init.normal_(self.action_proj.weight, std=0.2)
+
+    def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor, question_tokens: torch.Tensor,
+                       action_mask: torch.Tensor | None) -> torch.Tensor:
+        """image tokens (B or 1, N, d), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2)."""
+        c = self.config
+        actions = actions.to(img_tokens.dtype)
+        if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
+            raise ValueError(f"actions must be (B, T, {c.action_dim}), got {tuple(actions.shape)}")
+        b, t = actions.shape[0], actions.shape[1]
+        if t > c.max_steps:
+            raise ValueError(f"{t} action steps > max_steps {c.max_steps} of this model")
+        if img_tokens.shape[0] not in (1, b):
+            raise ValueError(f"features batch {img_tokens.shape[0]} does not match actions batch {b}")
+        device = img_tokens.device
+        tok = question_tokens.to(device, torch.int64)
+        if tok.dim() == 2:
+            tok = tok.unsqueeze(0).expand(b, -1, -1)
+        if tok.dim() != 3 or tok.shape[0] != b:
+            raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
+        q, length = tok.shape[1], tok.shape[2]
+        if length > c.max_question_len:
+            raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
+        if action_mask is None:
+            action_mask = torch.ones(b, t, dtype=torch.bool, device=device)
+        action_mask = action_mask.to(device, torch.bool)
+        n_img, d = img_tokens.shape[1], img_tokens.shape[2]
+
+        img = img_tokens.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
+        act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]          # (B, T, d)
+        act = act.unsqueeze(1).expand(b, q, t, d)
+        answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=device)
+        words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
+        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
+        x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + length + 1, d)
+
+        keep = torch.cat([
+            torch.ones(b, q, n_img, dtype=torch.bool, device=device),
+            action_mask.unsqueeze(1).expand(b, q, t),
+            words != self.tokenizer.pad_id,
+        ], dim=2).reshape(b * q, 1, 1, -1)
+        for blk in self.blocks:
+            x = blk(x, keep)
+        h = self.final_norm(x[:, -1])                                                        # the <answer> position
+        # language head restricted to the answer words: rows "no", "yes" of the tied embedding
+        w = self.word_emb.weight[self.answer_ids]                                            # (2, d)
+        logits = h @ w.t() + self.lm_bias[self.answer_ids]
+        return logits.reshape(b, q, 2)
+
+
+class TinyWorldModel(LateFusionWorldModel):
     backend = "tiny"
 
     def __init__(self, config: TinyConfig | None = None, tokenizer: Tokenizer | None = None):
@@ -108,34 +190,13 @@ class TinyWorldModel(WorldModel):
         self.image_encoder = nn.Sequential(*layers)
         self.image_pos = nn.Parameter(torch.zeros(1, c.grid * c.grid, d))
         self.image_norm = nn.LayerNorm(d)
-        # actions: one token per step through a linear projection + step positions
-        self.action_proj = nn.Linear(c.action_dim, d)
-        self.step_pos = nn.Parameter(torch.zeros(1, c.max_steps, d))
-        # text
-        self.word_emb = nn.Embedding(len(tokenizer), d)
-        self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
-        self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
-        self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
-        self.final_norm = nn.LayerNorm(d)
-        self.lm_bias = nn.Parameter(torch.zeros(len(tokenizer)))   # LM head = word_emb^T + bias (tied)
-        self.register_buffer("answer_ids", torch.tensor([tokenizer.no_id, tokenizer.yes_id]), persistent=False)
+        self._build_fusion(c)
         if c.aux_colours > 0:
             self.locator = nn.Linear(d, c.aux_colours)
             ramp = (torch.arange(c.grid, dtype=torch.float32) + 0.5) / c.grid
             gy, gx = torch.meshgrid(ramp, ramp, indexing="ij")
             self.register_buffer("token_uv", torch.stack([gx.flatten(), gy.flatten()], -1), persistent=False)
-        self._init()
-
-    def _init(self) -> None:
-        for p in (self.image_pos, self.step_pos, self.word_pos, self.type_emb):
-            nn.init.normal_(p, std=0.02)
-        nn.init.normal_(self.word_emb.weight, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-        # the action projection sees raw actions in [-1, 1]: a larger init lets them matter early
-        nn.init.normal_(self.action_proj.weight, std=0.2)
+        self._init_weights()
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
@@ -143,16 +204,8 @@ class TinyWorldModel(WorldModel):
     # ---- image ------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, H, W, 3) uint8 / float in [0, 1] -> (B, 3 or 5, S, S) normalised float (+ coordinates)."""
-        x = torch.as_tensor(images)
-        if x.dim() != 4 or x.shape[-1] != 3:
-            raise ValueError(f"images must be (B, H, W, 3), got {tuple(x.shape)}")
-        x = x.to(self.image_pos.device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        x = x.permute(0, 3, 1, 2)
         s = self.config.image_size
-        if x.shape[-2:] != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        x = (x - 0.5) / 0.25
+        x = (frames_to_tensor(images, s, self.image_pos.device, antialias=True) - 0.5) / 0.25
         if self.config.coord_channels:
             ramp = torch.linspace(-1.0, 1.0, s, device=x.device)
             coords = torch.stack(torch.meshgrid(ramp, ramp, indexing="xy"))          # (2, S, S): x, y
@@ -176,46 +229,4 @@ class TinyWorldModel(WorldModel):
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.config
-        actions = actions.to(features.dtype)
-        if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
-            raise ValueError(f"actions must be (B, T, {c.action_dim}), got {tuple(actions.shape)}")
-        b, t = actions.shape[0], actions.shape[1]
-        if t > c.max_steps:
-            raise ValueError(f"{t} action steps > max_steps {c.max_steps} of this model")
-        if features.shape[0] not in (1, b):
-            raise ValueError(f"features batch {features.shape[0]} does not match actions batch {b}")
-        tok = question_tokens.to(features.device, torch.int64)
-        if tok.dim() == 2:
-            tok = tok.unsqueeze(0).expand(b, -1, -1)
-        if tok.dim() != 3 or tok.shape[0] != b:
-            raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
-        q, length = tok.shape[1], tok.shape[2]
-        if length > c.max_question_len:
-            raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
-        if action_mask is None:
-            action_mask = torch.ones(b, t, dtype=torch.bool, device=features.device)
-        action_mask = action_mask.to(features.device, torch.bool)
-        n_img, d = features.shape[1], features.shape[2]
-
-        img = features.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
-        act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]          # (B, T, d)
-        act = act.unsqueeze(1).expand(b, q, t, d)
-        answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=features.device)
-        words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
-        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
-        x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + length + 1, d)
-
-        keep = torch.cat([
-            torch.ones(b, q, n_img, dtype=torch.bool, device=features.device),
-            action_mask.unsqueeze(1).expand(b, q, t),
-            words != self.tokenizer.pad_id,
-        ], dim=2).reshape(b * q, 1, 1, -1)
-        for blk in self.blocks:
-            x = blk(x, keep)
-        h = self.final_norm(x[:, -1])                                                        # the <answer> position
-        # language head restricted to the answer words: rows "no", "yes" of the tied embedding
-        w = self.word_emb.weight[self.answer_ids]                                            # (2, d)
-        logits = h @ w.t() + self.lm_bias[self.answer_ids]
-        return logits.reshape(b, q, 2)
-
+        return self._answer_logits(features, actions, question_tokens, action_mask)
