@@ -227,6 +227,20 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+class MetricsLog:
+    """A run's metrics.jsonl, one JSON object a line, appended as training goes. A resumed run
+    keeps the entries up to its checkpoint's step, so no step is ever logged twice."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        kept = [] if resume_step is None else [m for m in read_metrics(path) if m["step"] <= resume_step]
+        path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    def append(self, entry: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
 def plot_curves(metrics: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -304,16 +318,10 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         start = int(meta["step"])
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])
-        kept = [m for m in read_metrics(metrics_path) if m["step"] <= start]
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
+    log = MetricsLog(metrics_path, resume_step=start if resume else None).append
     (out / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-    def log(entry: dict[str, Any]) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
 
     summary: dict[str, Any] = {"backend": cfg.backend, "data": str(d.path), "train_rows": n_train,
                                "val_rows": int(len(val_idx)), "parameters": model.num_parameters()}

@@ -24,7 +24,7 @@ import yaml
 
 from swm_ros.config import ConfigError, load_config, to_dict
 from swm_ros.models.checkpoint import OPTIMIZER_FILE, WEIGHTS_FILE, _load_tensors, load_optimizer_state, save_optimizer_state
-from swm_ros.models.train import lr_at, read_metrics
+from swm_ros.models.train import MetricsLog, lr_at, read_metrics
 from swm_ros.policies.learned.checkpoint import read_policy_config, save_policy_checkpoint
 from swm_ros.policies.learned.data import ChunkSamples, PolicyDataConfig, load_samples, select_episodes
 from swm_ros.policies.learned.model import FlowChunkPolicy, FlowPolicyConfig
@@ -178,16 +178,10 @@ def train_policy(cfg: PolicyTrainConfig, out: str | Path | None = None, resume: 
         model.load_state_dict(_load_tensors(out / WEIGHTS_FILE))
         _, meta = load_optimizer_state(optimizer, out / OPTIMIZER_FILE)
         start = int(meta["step"])
-        kept = [m for m in read_metrics(metrics_path) if m["step"] <= start]
-        metrics_path.write_text("".join(json.dumps(m) + "\n" for m in kept))
     else:
         out.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
+    log = MetricsLog(metrics_path, resume_step=start if resume else None).append
     (out / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-    def log(entry: dict[str, Any]) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
 
     summary: dict[str, Any] = {
         "data": str(d.path), "split": d.split, "episodes": len(train_entries), "samples": len(train),
