@@ -203,20 +203,29 @@ def _first_population(x: torch.Tensor, samples: int, init_std: float, bound: flo
     return torch.cat([x, (src + noise).clamp(-bound, bound)])
 
 
+def _score_first_population(x: torch.Tensor, samples: int, init_std: float, bound: float,
+                            generator: torch.Generator | None, objective: Objective, best: "_Best"
+                            ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The proposals plus noisy copies up to `samples`, scored; the raw proposals' best is
+    recorded as iteration 0 and returned as the base score."""
+    n = x.shape[0]
+    pop = _first_population(x, max(samples, n), init_std, bound, generator)
+    scores = objective.score(pop)
+    best.offer(pop[:n], scores[:n])
+    best.record()                                           # [0]: the raw proposals
+    base = best.score
+    best.offer(pop, scores)
+    return pop, scores, base
+
+
 def optimise_mppi(proposals: torch.Tensor, objective: Objective, config: MPPIConfig | None = None,
                   bound: float = 1.0, generator: torch.Generator | None = None) -> PlanOutcome:
     cfg = config or MPPIConfig()
     t0 = time.perf_counter()
     x = _check_inputs(proposals, bound)
-    n = x.shape[0]
     best = _Best(x)
     with torch.no_grad():
-        pop = _first_population(x, max(cfg.samples, n), cfg.init_std, bound, generator)
-        scores = objective.score(pop)
-        best.offer(pop[:n], scores[:n])
-        best.record()                                           # [0]: the raw proposals
-        base = best.score
-        best.offer(pop, scores)
+        pop, scores, base = _score_first_population(x, cfg.samples, cfg.init_std, bound, generator, objective, best)
         for _ in range(cfg.iterations):
             w = torch.softmax(scores / cfg.temperature, dim=0)[:, None, None]
             mean = (w * pop).sum(0)
@@ -235,15 +244,9 @@ def optimise_cem(proposals: torch.Tensor, objective: Objective, config: CEMConfi
     cfg = config or CEMConfig()
     t0 = time.perf_counter()
     x = _check_inputs(proposals, bound)
-    n = x.shape[0]
     best = _Best(x)
     with torch.no_grad():
-        pop = _first_population(x, max(cfg.samples, n), cfg.init_std, bound, generator)
-        scores = objective.score(pop)
-        best.offer(pop[:n], scores[:n])
-        best.record()
-        base = best.score
-        best.offer(pop, scores)
+        pop, scores, base = _score_first_population(x, cfg.samples, cfg.init_std, bound, generator, objective, best)
         k = min(cfg.elites, len(pop))
         top = torch.topk(scores, k).indices
         elites, elite_scores = pop[top], scores[top]
