@@ -265,3 +265,11 @@ def start_script(tmp_path) -> Iterator[Callable[..., NodeProcess]]:
     yield start
     for p in reversed(procs):
         p.stop()
+
+
+@pytest.fixture(scope="session")
+def saqa_file(tmp_path_factory) -> Path:
+    """Real (tiny) SAQA data from `swm collect` + `swm saqa`, built once per test process."""
+    from swm_cli import collect_small_saqa
+
+    return collect_small_saqa(tmp_path_factory.mktemp("saqa_data") / "c")

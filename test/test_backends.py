@@ -6,9 +6,6 @@ is exercised with a tiny model + word-level tokenizer written to disk with `save
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +19,8 @@ from swm_ros.envs.base import ACTION_DIM
 from swm_ros.models.checkpoint import load_checkpoint, save_checkpoint
 from swm_ros.models.registry import build_world_model, load_world_model
 from swm_ros.saqa.families import question_text
+
+from swm_cli import run_swm
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTIONS = [question_text("touching", 0, "red block", "green block"), question_text("gripper_closer", 2, "blue block")]
@@ -37,23 +36,6 @@ torch.set_num_threads(1)
 def _one_thread():
     torch.set_num_threads(1)         # also after a test whose code set its own (the training loop does)
     yield
-
-
-def _swm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, "-m", "swm_ros.cli", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def saqa_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("backend_data") / "c"
-    r = _swm("collect", "--out", str(out), "--episodes", "6", "--tasks", "push", "--variants", "nominal",
-             "--policies", "scripted:1,noisy:1,random:1", "--workers", "1", "--max-steps", "40")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = _swm("saqa", "--episodes", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out / "saqa.h5"
 
 
 def _batch_of_64(saqa_file: Path, model) -> dict[str, torch.Tensor]:

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,24 +13,9 @@ import yaml
 
 from swm_ros.config import ConfigError
 
+from swm_cli import run_swm
+
 REPO = Path(__file__).resolve().parents[1]
-SWM = [sys.executable, "-m", "swm_ros.cli"]
-
-
-def _swm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="2")
-    return subprocess.run([*SWM, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def saqa_file(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wm_data") / "c"
-    r = _swm("collect", "--out", str(out), "--episodes", "6", "--tasks", "push", "--variants", "nominal",
-             "--policies", "scripted:1,noisy:1,random:1", "--workers", "1", "--max-steps", "40")
-    assert r.returncode == 0, r.stderr[-2000:]
-    r = _swm("saqa", "--episodes", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
-    return out / "saqa.h5"
 
 
 def _train_config(saqa: Path, **over) -> dict:
@@ -84,7 +66,7 @@ def test_cli_train_writes_checkpoint_curves_metrics_and_resumes(saqa_file, tmp_p
     out = tmp_path / "run"
     cfg_path = tmp_path / "wm.yaml"
     cfg_path.write_text(yaml.safe_dump(_train_config(saqa_file, steps=12)))
-    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--stop-at", "6", "--no-progress")
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--stop-at", "6", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     for name in ("model.safetensors", "config.yaml", "optimizer.safetensors", "metrics.jsonl", "curves.png",
                  "train_config.yaml"):
@@ -99,7 +81,7 @@ def test_cli_train_writes_checkpoint_curves_metrics_and_resumes(saqa_file, tmp_p
     w6 = {k: v.clone() for k, v in model.state_dict().items()}
 
     # resume to 12 steps: continues at the saved step with the same schedule
-    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--resume", "--no-progress")
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--resume", "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if m["split"] == "train"] == [3, 6, 9, 12]
@@ -109,7 +91,7 @@ def test_cli_train_writes_checkpoint_curves_metrics_and_resumes(saqa_file, tmp_p
 
     # the same 12 steps in one go give the same weights (same batches, same schedule, restored optimizer)
     straight = tmp_path / "straight"
-    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(straight), "--no-progress")
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(straight), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     ref = load_world_model(straight).state_dict()
     for k, v in resumed.state_dict().items():
@@ -137,7 +119,7 @@ def test_unknown_config_keys_fail(tmp_path):
             load_train_config(p)
         if bad.get("backend") != "giant":
             assert isinstance(e.value, ConfigError) and "unknown key" in str(e.value)
-    r = _swm("train", "world-model", "--config", str(p))
+    r = run_swm("train", "world-model", "--config", str(p))
     assert r.returncode != 0
 
 
@@ -162,7 +144,7 @@ def test_checkpoint_carries_the_data_processor_and_eval_reports(saqa_file, tmp_p
     out = tmp_path / "run"
     cfg_path = tmp_path / "wm.yaml"
     cfg_path.write_text(yaml.safe_dump(_train_config(saqa_file, steps=6)))
-    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--no-progress")
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     model = load_world_model(out)
     episode = next((saqa_file.parent / "episodes").glob("*.h5"))
@@ -174,7 +156,7 @@ def test_checkpoint_carries_the_data_processor_and_eval_reports(saqa_file, tmp_p
     assert model.image_processor is not None and model.image_processor.config.to_dict() == stored
 
     report = tmp_path / "eval"
-    r = _swm("eval", "world-model", "--checkpoint", str(out), "--data", str(saqa_file), "--split", "test",
+    r = run_swm("eval", "world-model", "--checkpoint", str(out), "--data", str(saqa_file), "--split", "test",
              "--out", str(report), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
@@ -185,7 +167,7 @@ def test_checkpoint_carries_the_data_processor_and_eval_reports(saqa_file, tmp_p
     for suffix in (".json", ".md", ".png"):
         assert (report / f"world_model_eval_test{suffix}").is_file()
 
-    missing = _swm("eval", "world-model", "--checkpoint", str(tmp_path / "nope"), "--data", str(saqa_file))
+    missing = run_swm("eval", "world-model", "--checkpoint", str(tmp_path / "nope"), "--data", str(saqa_file))
     assert missing.returncode == 2 and "not found" in missing.stdout
 
 
@@ -219,7 +201,7 @@ def test_localisation_loss_trains_the_locator_head(saqa_file, tmp_path):
     cfg["model"]["aux_colours"] = 9
     cfg_path = tmp_path / "wm.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress")
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     train = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["split"] == "train"]
@@ -230,5 +212,5 @@ def test_localisation_loss_trains_the_locator_head(saqa_file, tmp_path):
 
     cfg["model"]["aux_colours"] = 2                       # fewer colours than the data has
     cfg_path.write_text(yaml.safe_dump(cfg))
-    r = _swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
     assert r.returncode != 0 and "aux_colours" in r.stderr
