@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
@@ -67,11 +67,12 @@ class TrajectoryActionClient:
         group = callback_group or MutuallyExclusiveCallbackGroup()
         self._client = ActionClient(node, self._action_type, f"{controller}/follow_joint_trajectory",
                                     callback_group=group)
-        # rclpy's ActionClient registers a goal request only after handing it to rcl, so a
-        # response taken by another executor thread in between is dropped ("Ignoring unexpected
-        # goal response"). Goals are therefore sent from a guard-condition callback in the
-        # client's own mutually exclusive group, which the executor never runs alongside it.
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
+        # rclpy's ActionClient registers a goal or cancel request only after handing it to rcl,
+        # so a response taken by another executor thread in between is dropped ("Ignoring
+        # unexpected goal/cancel response"). Goals and cancels are therefore sent from a
+        # guard-condition callback in the client's own mutually exclusive group, which the
+        # executor never runs alongside the client's response callbacks.
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()    # callables to run in that group
         self._wake = node.create_guard_condition(self._send_queued, callback_group=group)
         self.action_name = node.resolve_topic_name(f"{controller}/follow_joint_trajectory")
         self._lock = threading.Lock()
@@ -93,26 +94,48 @@ class TrajectoryActionClient:
             self._latest = goal_id
             self._pending.add(goal_id)
             self.sent += 1
-        self._outbox.put((goal_id, self._action_type.Goal(trajectory=trajectory)))
-        self._wake.trigger()
+        goal = self._action_type.Goal(trajectory=trajectory)
+        self._in_client_group(lambda: self._client.send_goal_async(goal).add_done_callback(
+            lambda f: self._on_goal_response(goal_id, f)))
         return goal_id
+
+    def _in_client_group(self, request: Callable[[], Any]) -> None:
+        self._outbox.put(request)
+        self._wake.trigger()
 
     def _send_queued(self) -> None:
         while True:
             try:
-                goal_id, goal = self._outbox.get_nowait()
+                request = self._outbox.get_nowait()
             except queue.Empty:
                 return
-            future = self._client.send_goal_async(goal)
-            future.add_done_callback(lambda f, i=goal_id: self._on_goal_response(i, f))
+            request()
 
-    def cancel_all(self) -> list:
+    def cancel_all(self, then: Callable[[], None] | None = None) -> int:
         """Cancel every running goal; goals not yet accepted are cancelled on acceptance.
-        Returns the cancel requests' futures."""
+        `then` runs once the server has answered every cancel (at once when none runs).
+        Returns how many cancels were requested."""
         with self._lock:
             handles = list(self._running.values())
             self._cancel_on_accept |= self._pending
-        return [handle.cancel_goal_async() for handle in handles]
+        if not handles:
+            if then is not None:
+                then()
+            return 0
+        remaining = [len(handles)]
+
+        def answered(_future) -> None:
+            with self._lock:
+                remaining[0] -= 1
+                done = remaining[0] == 0
+            if done and then is not None:
+                then()
+
+        def request() -> None:
+            for handle in handles:
+                handle.cancel_goal_async().add_done_callback(answered)
+        self._in_client_group(request)
+        return len(handles)
 
     def stop_and_hold(self, hold: JointTrajectory) -> None:
         """Cancel the running goal, then send `hold` once the server has answered the cancel.
@@ -123,23 +146,15 @@ class TrajectoryActionClient:
         hold explicit and independent of the server's cancel behaviour.) The hold is dropped
         if another goal was sent meanwhile: that goal is the newer command.
         """
-        futures = self.cancel_all()
-        if not futures:
-            self.send(hold)
-            return
         with self._lock:
             latest = self._latest
-        remaining = [len(futures)]
 
-        def on_cancel_answered(_future) -> None:
+        def hold_unless_newer() -> None:
             with self._lock:
-                remaining[0] -= 1
-                go = remaining[0] == 0 and self._latest == latest
+                go = self._latest == latest
             if go:
                 self.send(hold)
-
-        for future in futures:
-            future.add_done_callback(on_cancel_answered)
+        self.cancel_all(then=hold_unless_newer)
 
     # ------------------------------------------------------------------ callbacks
 
