@@ -31,11 +31,15 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     by = {n.name: n for n in graph.nodes}
     assert by["sim_node"].parameters["publish_clock"] is True
     assert all(by[n].parameters["use_sim_time"] is True for n in ("policy_node", "controller_node"))
-    procs = {n.name: start_node(n.executable, *n.ros_args()[1:], name=n.name) for n in graph.nodes}
+    # subscribe before the nodes start, so the first chunk seen is the first chunk sent
     world = probe.collect(WorldState, "world_state", qos.STATE)
     chunks = probe.collect(ActionChunk, "action_chunk", qos.COMMAND)
     clock = probe.collect(Clock, "/clock", qos.CLOCK)
     diags = probe.collect(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
+    procs = {n.name: start_node(n.executable, *n.ros_args()[1:], name=n.name) for n in graph.nodes}
+    # the policy plans only once the sim's first observations are in: by then the probe must have
+    # discovered its publisher, or the first chunk (the reference for sim time) could pass unseen
+    assert probe.wait_for(lambda: probe.node.count_publishers("/action_chunk") > 0, 60)
     # the clock starts when the first chunk is executed: start-up (seconds of imports) is not sim speed
     assert probe.wait_for(lambda: chunks, 60), "\n".join(p.output()[-2000:] for p in procs.values())
     # sim time from the first chunk's stamp (the sim time of the observation it was planned
@@ -54,6 +58,8 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     assert sim > 1.0
     # lockstep's point: not a single chunk was too old when the controller got it
     assert "stale" not in procs["controller_node"].output(), logs
+    # diagnostics run on sim time, which lockstep holds still between commands: wait for them
+    assert probe.wait_for(lambda: _status(diags, "sim_node"), 30), logs
     sim_diag = _status(diags, "sim_node")
     assert sim_diag.get("lockstep") == "True" and int(sim_diag["lockstep_waits"]) > 0, sim_diag
     assert all(p.alive() for p in procs.values()), logs
