@@ -78,7 +78,8 @@ def action_graph(control_msgs_env, start_script):
     def start(fault: str = "none"):
         jtc = start_script(FAKE_JTC, control_msgs_env, "-p", f"fault:={fault}")
         ctl = start_script("swm_ros.ros.controller_node", control_msgs_env, "-p", "use_action_interface:=true",
-                           "-p", "command_timeout:=30.0", "-p", "diagnostics_period:=0.1")
+                           "-p", "command_timeout:=30.0", "-p", "diagnostics_period:=0.1",
+                           "-p", "max_chunk_age:=3.0")   # delivery can take over 1 s under load
         return ctl, jtc
     return start
 
