@@ -172,6 +172,12 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--stride",), dict(type=int, default=1, help="evaluate every k-th frame")),
         (("--max-frames",), dict(type=int, default=0, help="stop after this many frames (0: all)")),
         (("--seed",), dict(type=int, default=0, help="question sampling seed")),
+        (("--planner",), dict(default=None, help="also plan from the recorded frames with this planner config "
+                                                 "(grad, mppi, cem, rank or a YAML) and report agreement with the "
+                                                 "recorded actions")),
+        (("--policy",), dict(default="learned", help="base policy proposing chunks to the planner")),
+        (("--proposals",), dict(type=int, default=8, help="chunks proposed per plan")),
+        (("--plan-every",), dict(type=int, default=8, help="frames between plans")),
         (("--json",), dict(action="store_true", help="print a JSON summary")),
         (("--robot",), dict(default="nicol", help="robot profile (camera and joint topic names)")),
         (("--camera",), dict(default="overhead", help="profile camera whose image topic is used")),

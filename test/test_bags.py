@@ -5,6 +5,7 @@ the project's reader must see every message their metadata.yaml counts.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -309,6 +310,48 @@ def test_bag_eval_reports_accuracy_latency_and_no_planner(tmp_path):
     assert r["bag_seconds"] == pytest.approx(1.4) and r["speedup"] > 0
     paths = write_report(r, tmp_path / "report")
     assert "answer accuracy" in paths["md"].read_text() and paths["latency"].stat().st_size > 0
+
+
+def test_chunk_agreement_arithmetic():
+    from swm_ros.bags.plan_agreement import chunk_agreement
+
+    rec = np.zeros((4, 5), np.float32)
+    rec[:, 0] = 1.0                                       # the robot moved +x
+    same = rec.copy()
+    opposite = -rec
+    l2, cos = chunk_agreement(np.vstack([same, np.ones((4, 5))]), rec)    # only the overlap counts
+    assert l2 == 0.0 and cos == pytest.approx(1.0)
+    l2, cos = chunk_agreement(opposite, rec)
+    assert l2 == pytest.approx(2.0) and cos == pytest.approx(-1.0)
+    assert chunk_agreement(np.zeros((4, 5)), rec)[1] is None          # standing still has no direction
+    with pytest.raises(ValueError):
+        chunk_agreement(same, rec[:0])
+
+
+def test_bag_eval_planner_agreement_tells_the_recorded_expert_from_random(saqa_file, tmp_path):
+    """A scripted-expert episode from the simulator as a bag: scripted proposals agree with
+    what was recorded, random ones do not, and the planner's choice is reported for each."""
+    from swm_ros.bags.evaluate import EvalConfig, evaluate_bag, write_report
+    from swm_ros.bags.plan_agreement import AgreementConfig
+    from swm_ros.models.registry import build_world_model
+    from swm_ros.resources import config_path
+
+    manifest = json.loads((saqa_file.parent / "manifest.json").read_text())
+    entry = next(e for e in manifest["episodes"] if e["policy"] == "scripted")
+    episodes_to_bag([saqa_file.parent / entry["file"]], tmp_path / "bag")
+    model = build_world_model("tiny", yaml.safe_load(config_path("models", "tiny.yaml").read_text()))
+    results = {}
+    for policy in ("scripted", "random"):
+        agreement = AgreementConfig(planner="rank", policy=policy, proposals=4, plan_every=8)
+        r = evaluate_bag(tmp_path / "bag", model=model, cfg=EvalConfig(max_horizon=4), progress=False,
+                         agreement=agreement)
+        results[policy] = a = r["planner_agreement"]
+        assert a["available"] and a["plans"] == -(-(entry["num_frames"] - 1) // 8), a
+        assert a["plan_ms"]["p50"] > 0 and a["l2_per_step"]["planned"] is not None
+    scripted, rand = results["scripted"], results["random"]
+    assert scripted["l2_per_step"]["base_proposal"] < 0.5 * rand["l2_per_step"]["base_proposal"], results
+    assert scripted["xy_cosine"]["base_proposal"] > 0.8, results
+    assert "planned vs" in write_report(r, tmp_path / "report")["md"].read_text()
 
 
 def test_cli_info_and_from_episodes(tmp_path, capsys):

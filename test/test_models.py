@@ -27,10 +27,14 @@ QUESTIONS = [
 torch.set_num_threads(2)
 
 
-@pytest.fixture(scope="module")
-def model() -> TinyWorldModel:
+# late fusion only, and with the dense 16x16 map read by cross-attention (the shipped config)
+CONFIGS = {"late": TinyConfig(), "dense": TinyConfig(dense_grid=16, cross_layers=2, coord_channels=True)}
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def model(request) -> TinyWorldModel:
     torch.manual_seed(0)
-    return TinyWorldModel(TinyConfig()).eval()
+    return TinyWorldModel(CONFIGS[request.param]).eval()
 
 
 def _images(b: int, seed: int = 0) -> torch.Tensor:
@@ -222,6 +226,21 @@ def test_unknown_model_config_key_is_rejected():
     from swm_ros.config import ConfigError
     with pytest.raises(ConfigError, match="unknown key"):
         build_world_model("tiny", {"d_modle": 64})
+
+
+@pytest.mark.parametrize("bad, match", [({"dense_grid": 12}, "dense_grid 12"), ({"dense_grid": 4}, "dense_grid 4"),
+                                        ({"dense_grid": 16, "cross_layers": 4}, "cross_layers 4")])
+def test_bad_dense_map_configs_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TinyConfig(**bad)
+
+
+def test_dense_features_of_the_wrong_size_are_refused():
+    m = TinyWorldModel(CONFIGS["dense"]).eval()
+    feats = m.encode_image(_images(1))
+    assert feats.shape == (1, 16 + 256, m.config.d_model)
+    with pytest.raises(ValueError, match="features must be"):
+        m.answer_logits_from_features(feats[:, :16], _actions(1, 4), m.tokenize(QUESTIONS[:1]))
 
 
 def test_shipped_config_matches_the_dataclass():

@@ -109,11 +109,16 @@ def cli_bag_from_episodes(args: Any) -> int:
 
 def cli_bag_eval(args: Any) -> int:
     from swm_ros.bags.evaluate import EvalConfig, evaluate_bag, write_report
+    from swm_ros.bags.plan_agreement import AgreementConfig
 
     cfg = EvalConfig(horizons_per_start=args.horizons_per_start, max_horizon=args.max_horizon,
                      start_stride=args.stride, seed=args.seed, max_frames=args.max_frames)
     try:
-        result = evaluate_bag(args.bag, args.checkpoint, args.robot, _topics(args), cfg, progress=not args.json)
+        agreement = (AgreementConfig(planner=args.planner, policy=args.policy, proposals=args.proposals,
+                                     plan_every=args.plan_every, camera=args.camera, seed=args.seed)
+                     if args.planner else None)
+        result = evaluate_bag(args.bag, args.checkpoint, args.robot, _topics(args), cfg, progress=not args.json,
+                              agreement=agreement)
     except (BagError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -6,8 +6,9 @@ swm_ros.saqa.families via saqa.build.episode_rows) at frame t and t+h, and the m
 each from the image at t and the *recorded* actions t..t+h-1. Reported:
 
   (a) answer accuracy, overall / per family / per horizon, on frames that have labels;
-  (b) agreement between planned chunks and recorded actions: only when a planner is given
-      (`planner=`); otherwise reported as not available, with the reason;
+  (b) agreement between planned chunks and recorded actions (bags/plan_agreement.py): with
+      `agreement=`, the base policy proposes from the recorded frames, the planner chooses,
+      and the choice is compared with what the robot executed; otherwise not available;
   (c) per-frame latency: model time for all of one frame's questions (image encoded once).
 
 `speedup` = seconds of bag time evaluated / wall seconds of the whole evaluation (reading
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from swm_ros.bags.episodes import BagTopics, read_bag_episodes
+from swm_ros.bags.plan_agreement import AgreementConfig, PlanAgreement
 from swm_ros.bags.reader import BagReader
 
 
@@ -47,7 +49,7 @@ def _load_model(checkpoint: str | None):
 
 def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "nicol",
                  topics: BagTopics | None = None, cfg: EvalConfig | None = None, model=None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, agreement: AgreementConfig | None = None) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
@@ -60,6 +62,7 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
     wall0 = time.perf_counter()
     model = model if model is not None else _load_model(checkpoint)
     model.eval()
+    planned = PlanAgreement(agreement, model) if agreement is not None else None
     reader = BagReader(bag)
     episodes = read_bag_episodes(reader, robot, topics)
     scfg = SAQAConfig(horizons_per_start=cfg.horizons_per_start, max_horizon=cfg.max_horizon,
@@ -72,6 +75,8 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
     total_frames = sum(len(range(0, len(e.images), cfg.start_stride)) for e in episodes)
     bar = tqdm(total=min(total_frames, cfg.max_frames or total_frames), desc="bag eval", disable=not progress)
     for ep in episodes:
+        if cfg.max_frames and frames_done >= cfg.max_frames:
+            break
         rows, _ = episode_rows(ep.states, scfg, rng, table)
         by_t: dict[int, np.ndarray] = {}
         for i, t in enumerate(rows["t"]):
@@ -104,6 +109,8 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
             frames_done += 1
             last_t = t
             bar.update(1)
+        if planned is not None:
+            planned.add_episode(ep)
         if len(ep.frame_times) > 1:
             bag_seconds += (ep.frame_times[min(last_t + cfg.start_stride, len(ep.frame_times) - 1)]
                             - ep.frame_times[0]) / 1e9
@@ -130,9 +137,8 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
         "majority_baseline": (float(max(np.concatenate(answers).mean(), 1 - np.concatenate(answers).mean()))
                               if answers else None),
         "per_family": per_family, "per_horizon": per_horizon,
-        "planner_agreement": {"available": False,
-                              "reason": "no planner run in this evaluation: swm_ros.planning was not wired into "
-                                        "swm bag eval when it was written"},
+        "planner_agreement": (planned.summary() if planned is not None else
+                              {"available": False, "reason": "no planner asked for (swm bag eval --planner NAME)"}),
         "latency_ms": {"per_frame": lat.round(3).tolist(),
                        **({"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
                            "max": float(lat.max()), "mean": float(lat.mean())} if lat.size else {})},
@@ -182,7 +188,7 @@ def write_report(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
              f"| episodes / frames / questions | {result['episodes']} / {result['frames']} / {result['questions']} |",
              f"| (a) answer accuracy (majority-answer baseline) | {acc:.3f} ({result['majority_baseline']:.3f}) |"
              if acc is not None else "| (a) answer accuracy | no labels |",
-             f"| (b) planner agreement | {'not available: ' + result['planner_agreement']['reason'] if not result['planner_agreement']['available'] else result['planner_agreement']} |",
+             f"| (b) planner agreement | {_agreement_cell(result['planner_agreement'])} |",
              f"| (c) latency per frame p50 / p90 / max (ms) | {lm.get('p50', float('nan')):.2f} / "
              f"{lm.get('p90', float('nan')):.2f} / {lm.get('max', float('nan')):.2f} |",
              f"| bag seconds / wall seconds | {result['bag_seconds']:.1f} / {result['wall_seconds']:.1f} |",
@@ -197,6 +203,16 @@ def write_report(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
     lines += ["", "![latency](latency.png)", "", "![accuracy](accuracy_per_family.png)", ""]
     paths["md"].write_text("\n".join(lines))
     return paths
+
+
+def _agreement_cell(a: dict[str, Any]) -> str:
+    if not a["available"]:
+        return f"not available: {a['reason']}"
+    l2, cos = a["l2_per_step"], a["xy_cosine"]
+    return (f"{a['plans']} plans ({a['planner']} over {a['proposals']} `{a['policy']}` proposals, every "
+            f"{a['plan_every']} frames): action L2 per step {_fmt(l2['planned'])} planned vs "
+            f"{_fmt(l2['base_proposal'])} unplanned; xy direction cosine {_fmt(cos['planned'])} vs "
+            f"{_fmt(cos['base_proposal'])}; plan p50 {a['plan_ms']['p50']:.0f} ms")
 
 
 def _fmt(x: float | None) -> str:

@@ -8,6 +8,10 @@ Sequence (one per (row, question)), bidirectional like a VLM prefix:
 - action tokens: `Linear(ACTION_DIM -> d)` per step plus a learned step-position embedding,
   as in the paper's action projector; padded steps are masked out of attention;
 - question tokens: word embeddings (`text.Tokenizer`) plus word positions; padding masked;
+- optionally (`dense_grid` > 0) a finer map of image tokens (16x16 from the encoder's middle)
+  that every stream token reads through cross-attention in the first `cross_layers` blocks:
+  a colour word can then find its block in one hop instead of decoding it out of a coarse
+  token that mixes several blocks (the late-fusion model stayed at chance on colour binding);
 - a pre-norm transformer; the hidden state at the final `<answer>` position goes through the
   language head (tied to the word embeddings) and the logits of the words "no" and "yes"
   are the answer, as the paper reads p(yes) vs p(no) from the LM head.
@@ -50,6 +54,10 @@ class TinyConfig:
     # > 0: a training-only head that points the image tokens at each of this many block
     # colours (swm_ros/models/localisation.py); 0: none
     aux_colours: int = 0
+    # > 0: also keep the encoder's feature map at this resolution (dense_grid x dense_grid
+    # tokens, read by cross-attention, never attended by themselves); 0: coarse tokens only
+    dense_grid: int = 0
+    cross_layers: int = 2            # how many of the first blocks read the dense map
 
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
@@ -59,6 +67,13 @@ class TinyConfig:
         down = self.image_size // self.grid
         if down & (down - 1) or down < 2:
             raise ValueError(f"image_size / grid = {down} must be a power of two >= 2")
+        if self.dense_grid:
+            ratio = self.dense_grid // self.grid
+            if self.dense_grid % self.grid or ratio & (ratio - 1) or ratio < 2 or self.image_size % self.dense_grid:
+                raise ValueError(f"dense_grid {self.dense_grid} must be grid {self.grid} times a power of two "
+                                 f">= 2 and divide image_size {self.image_size}")
+            if not 0 < self.cross_layers <= self.layers:
+                raise ValueError(f"cross_layers {self.cross_layers} must be in 1..layers ({self.layers})")
 
 
 class Block(nn.Module):
@@ -85,6 +100,35 @@ class Block(nn.Module):
         return x + F.dropout(self.mlp(self.norm2(x)), drop, self.training)
 
 
+class CrossAttention(nn.Module):
+    """Stream tokens read a fixed memory (the dense image map). Keys and values are computed
+    once per image (`memory`), not once per question and candidate: a planner scoring 64
+    chunks x Q questions against one frame projects the map once."""
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(d)
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.proj = nn.Linear(d, d)
+
+    def memory(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B_img, M, d) -> keys, values (B_img, heads, M, d/heads)."""
+        n, m, d = mem.shape
+        k, v = self.kv(mem).reshape(n, m, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: int) -> torch.Tensor:
+        # x (b * q, S, d): the q questions of one batch row share its image's memory, so they are
+        # laid side by side as one (b, q * S) query sequence; k, v (1 or b, heads, M, dh) broadcast
+        n, s, d = x.shape
+        q = self.q(self.norm(x)).reshape(b, -1, self.heads, d // self.heads).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, dim=-1)
+        out = (att @ v).transpose(1, 2).reshape(n, s, d)
+        return x + self.proj(out)
+
+
 class LateFusionWorldModel(WorldModel):
     """What the from-scratch-transformer backends (`tiny`, `effnet`) share: everything after the
     image tokens. A subclass builds its image encoder, then calls `_build_fusion`, then
@@ -101,6 +145,8 @@ class LateFusionWorldModel(WorldModel):
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
         self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
         self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
+        n_cross = c.cross_layers if getattr(c, "dense_grid", 0) else 0
+        self.cross = nn.ModuleList([CrossAttention(d, c.heads) for _ in range(n_cross)])
         self.final_norm = nn.LayerNorm(d)
         self.lm_bias = nn.Parameter(torch.zeros(len(self.tokenizer)))   # LM head = word_emb^T + bias (tied)
         self.register_buffer("answer_ids", torch.tensor([self.tokenizer.no_id, self.tokenizer.yes_id]),
@@ -120,8 +166,9 @@ class LateFusionWorldModel(WorldModel):
         nn.init.normal_(self.action_proj.weight, std=0.2)
 
     def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor, question_tokens: torch.Tensor,
-                       action_mask: torch.Tensor | None) -> torch.Tensor:
-        """image tokens (B or 1, N, d), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2)."""
+                       action_mask: torch.Tensor | None, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """image tokens (B or 1, N, d), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2);
+        `dense` (B or 1, M, d): the map the `cross` blocks read."""
         c = self.config
         actions = actions.to(img_tokens.dtype)
         if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
@@ -158,7 +205,12 @@ class LateFusionWorldModel(WorldModel):
             action_mask.unsqueeze(1).expand(b, q, t),
             words != self.tokenizer.pad_id,
         ], dim=2).reshape(b * q, 1, 1, -1)
-        for blk in self.blocks:
+        if len(self.cross) and dense is None:
+            raise ValueError("this model reads a dense image map: pass `dense`")
+        memories = [cross.memory(dense) for cross in self.cross]
+        for i, blk in enumerate(self.blocks):
+            if i < len(self.cross):
+                x = self.cross[i](x, *memories[i], b)
             x = blk(x, keep)
         h = self.final_norm(x[:, -1])                                                        # the <answer> position
         # language head restricted to the answer words: rows "no", "yes" of the tied embedding
@@ -183,13 +235,22 @@ class TinyWorldModel(LateFusionWorldModel):
         chans += [chans[-1] if chans else 32] * (n_down - 1 - len(chans))
         layers: list[nn.Module] = []
         cin = 5 if c.coord_channels else 3
-        for ch in chans:
+        dense_at, dense_ch = -1, 0
+        for i, ch in enumerate(chans):
             layers += [nn.Conv2d(cin, ch, 4, 2, 1), nn.GroupNorm(8 if ch % 8 == 0 else 1, ch), nn.GELU()]
             cin = ch
+            if c.dense_grid and c.image_size >> (i + 1) == c.dense_grid:
+                dense_at, dense_ch = len(layers), ch
         layers += [nn.Conv2d(cin, d, 4, 2, 1)]
+        # image_encoder[:dense_at] gives the dense map, the rest continues to the coarse grid
         self.image_encoder = nn.Sequential(*layers)
+        self.dense_at = dense_at
         self.image_pos = nn.Parameter(torch.zeros(1, c.grid * c.grid, d))
         self.image_norm = nn.LayerNorm(d)
+        if c.dense_grid:
+            self.dense_proj = nn.Linear(dense_ch, d)
+            self.dense_pos = nn.Parameter(torch.zeros(1, c.dense_grid * c.dense_grid, d))
+            self.dense_norm = nn.LayerNorm(d)
         self._build_fusion(c)
         if c.aux_colours > 0:
             self.locator = nn.Linear(d, c.aux_colours)
@@ -197,6 +258,8 @@ class TinyWorldModel(LateFusionWorldModel):
             gy, gx = torch.meshgrid(ramp, ramp, indexing="ij")
             self.register_buffer("token_uv", torch.stack([gx.flatten(), gy.flatten()], -1), persistent=False)
         self._init_weights()
+        if c.dense_grid:
+            nn.init.normal_(self.dense_pos, std=0.02)
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
@@ -213,15 +276,24 @@ class TinyWorldModel(LateFusionWorldModel):
         return x
 
     def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) -> (B, grid*grid, d) image tokens."""
-        f = self.image_encoder(self.preprocess(images))             # (B, d, g, g)
-        f = f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0]
+        """(B, H, W, 3) -> (B, grid*grid [+ dense_grid**2], d): the coarse image tokens, then
+        (with `dense_grid`) the dense map, in one tensor so callers cache a single thing."""
+        x = self.preprocess(images)
+        if not self.config.dense_grid:
+            return self._coarse_tokens(self.image_encoder(x))
+        mid = self.image_encoder[:self.dense_at](x)                                   # (B, C, G, G)
+        dense = self.dense_norm(self.dense_proj(mid.flatten(2).transpose(1, 2)) + self.dense_pos)
+        return torch.cat([self._coarse_tokens(self.image_encoder[self.dense_at:](mid)), dense], dim=1)
+
+    def _coarse_tokens(self, f: torch.Tensor) -> torch.Tensor:
+        f = f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0]          # (B, g*g, d)
         return self.image_norm(f)
 
     def locate(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, grid*grid, d) image tokens -> (B, aux_colours, 2) soft-argmax (u, v) in [0, 1]."""
+        """(B, N, d) image features -> (B, aux_colours, 2) soft-argmax (u, v) in [0, 1] over the coarse tokens."""
         if self.config.aux_colours <= 0:
             raise RuntimeError("this model has no localisation head (aux_colours 0)")
+        features = features[:, :self.config.grid ** 2]
         weights = self.locator(features).softmax(dim=1)                  # (B, N, C) over tokens
         return torch.einsum("bnc,nk->bck", weights, self.token_uv)
 
@@ -229,4 +301,10 @@ class TinyWorldModel(LateFusionWorldModel):
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        n = self.config.grid ** 2
+        if self.config.dense_grid:
+            expect = n + self.config.dense_grid ** 2
+            if features.dim() != 3 or features.shape[1] != expect:
+                raise ValueError(f"features must be (B, {expect}, d) from encode_image, got {tuple(features.shape)}")
+            return self._answer_logits(features[:, :n], actions, question_tokens, action_mask, features[:, n:])
         return self._answer_logits(features, actions, question_tokens, action_mask)
