@@ -27,8 +27,8 @@ QUESTIONS = [
 torch.set_num_threads(2)
 
 
-# late fusion only, and with the dense 16x16 map read by cross-attention (the shipped config)
-CONFIGS = {"late": TinyConfig(), "dense": TinyConfig(dense_grid=16, cross_layers=2, coord_channels=True)}
+# late fusion only, and with words grounded in the frame's colour map
+CONFIGS = {"late": TinyConfig(), "grounded": TinyConfig(grounding=True)}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -228,19 +228,29 @@ def test_unknown_model_config_key_is_rejected():
         build_world_model("tiny", {"d_modle": 64})
 
 
-@pytest.mark.parametrize("bad, match", [({"dense_grid": 12}, "dense_grid 12"), ({"dense_grid": 4}, "dense_grid 4"),
-                                        ({"dense_grid": 16, "cross_layers": 4}, "cross_layers 4")])
-def test_bad_dense_map_configs_are_refused(bad, match):
-    with pytest.raises(ValueError, match=match):
-        TinyConfig(**bad)
-
-
-def test_dense_features_of_the_wrong_size_are_refused():
-    m = TinyWorldModel(CONFIGS["dense"]).eval()
+def test_grounded_features_of_the_wrong_size_are_refused():
+    m = TinyWorldModel(CONFIGS["grounded"]).eval()
     feats = m.encode_image(_images(1))
-    assert feats.shape == (1, 16 + 256, m.config.d_model)
+    assert feats.shape == (1, 16 + 32 * 32, m.config.d_model)
     with pytest.raises(ValueError, match="features must be"):
         m.answer_logits_from_features(feats[:, :16], _actions(1, 4), m.tokenize(QUESTIONS[:1]))
+    with pytest.raises(ValueError, match="grounding_cells"):
+        TinyConfig(grounding=True, grounding_cells=0)
+
+
+def test_grounding_finds_a_coloured_square_even_for_an_unseen_colour_name():
+    """Untrained, the colour prior alone already points "red" at a red square and "purple"
+    at a purple one (the CSS colour of the name against the pixels through the same phi)."""
+    torch.manual_seed(0)
+    m = TinyWorldModel(CONFIGS["grounded"]).eval()
+    img = np.full((1, 64, 64, 3), 150, np.uint8)
+    img[0, 8:16, 40:48] = (220, 30, 25)                   # red, top right
+    img[0, 44:52, 10:18] = (128, 20, 170)                 # purple, bottom left
+    with torch.no_grad():
+        m.grounding.log_scale.fill_(4.0)                  # a sharp softmax, as training makes it
+        uv = m.locate(m.encode_image(img), ["red", "purple"])[0].numpy()
+    assert uv[0, 0] > 0.5 > uv[0, 1], uv                  # red: right, up
+    assert uv[1, 0] < 0.5 < uv[1, 1], uv                  # purple: left, down
 
 
 def test_shipped_config_matches_the_dataclass():

@@ -26,10 +26,10 @@ def _one_thread():
     yield
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tmp_path_factory):
+@pytest.fixture(scope="module", params=["late", "grounded"])
+def tiny_export(tmp_path_factory, request):
     torch.manual_seed(0)
-    model = build_world_model("tiny", {}).eval()
+    model = build_world_model("tiny", {"grounding": request.param == "grounded"}).eval()
     path = export_scorer(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
     return model, OnnxScorer(path, threads=1)
 

@@ -192,13 +192,13 @@ def test_block_targets_pick_the_one_block_of_each_colour_inside_the_frame():
     np.testing.assert_allclose(tgt[:2], uv[:2])
 
 
-def test_localisation_loss_trains_the_locator_head(saqa_file, tmp_path):
-    """aux_loss_weight > 0: block positions from the privileged state supervise the image
-    tokens; the run logs the localisation error and the checkpoint keeps the head."""
+def test_localisation_loss_trains_the_word_grounding(saqa_file, tmp_path):
+    """aux_loss_weight > 0: block positions from the privileged state supervise where the
+    colour words are grounded; the run logs the localisation error, the checkpoint keeps it."""
     from swm_ros.models.registry import load_world_model
 
     cfg = _train_config(saqa_file, steps=6, aux_loss_weight=1.0)
-    cfg["model"]["aux_colours"] = 9
+    cfg["model"]["grounding"] = True
     cfg_path = tmp_path / "wm.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress")
@@ -207,10 +207,10 @@ def test_localisation_loss_trains_the_locator_head(saqa_file, tmp_path):
              if json.loads(x)["split"] == "train"]
     assert all(0.0 <= m["localisation_mse"] < 2.0 for m in train)
     model = load_world_model(tmp_path / "run")
-    uv = model.locate(model.encode_image(np.zeros((2, 64, 64, 3), np.uint8)))
-    assert uv.shape == (2, 9, 2) and bool(((uv >= 0) & (uv <= 1)).all())
+    uv = model.locate(model.encode_image(np.zeros((2, 64, 64, 3), np.uint8)), ["red", "purple", "blue"])
+    assert uv.shape == (2, 3, 2) and bool(((uv >= 0) & (uv <= 1)).all())
 
-    cfg["model"]["aux_colours"] = 2                       # fewer colours than the data has
+    cfg["model"]["grounding"] = False                     # nothing to supervise
     cfg_path.write_text(yaml.safe_dump(cfg))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
-    assert r.returncode != 0 and "aux_colours" in r.stderr
+    assert r.returncode != 0 and "grounding" in r.stderr

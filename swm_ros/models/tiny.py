@@ -8,10 +8,9 @@ Sequence (one per (row, question)), bidirectional like a VLM prefix:
 - action tokens: `Linear(ACTION_DIM -> d)` per step plus a learned step-position embedding,
   as in the paper's action projector; padded steps are masked out of attention;
 - question tokens: word embeddings (`text.Tokenizer`) plus word positions; padding masked;
-- optionally (`dense_grid` > 0) a finer map of image tokens (16x16 from the encoder's middle)
-  that every stream token reads through cross-attention in the first `cross_layers` blocks:
-  a colour word can then find its block in one hop instead of decoding it out of a coarse
-  token that mixes several blocks (the late-fusion model stayed at chance on colour binding);
+- optionally (`grounding`) each question word gets the image position of what it names
+  (models/grounding.py): a colour word finds its block in one hop instead of the transformer
+  having to learn that binding (late fusion alone stayed at chance on colour questions);
 - a pre-norm transformer; the hidden state at the final `<answer>` position goes through the
   language head (tied to the word embeddings) and the logits of the words "no" and "yes"
   are the answer, as the paper reads p(yes) vs p(no) from the LM head.
@@ -32,6 +31,7 @@ from torch import nn
 
 from swm_ros.envs.base import ACTION_DIM
 from swm_ros.models.base import WorldModel, frames_to_tensor
+from swm_ros.models.grounding import WordGrounding
 from swm_ros.models.text import Tokenizer
 
 
@@ -51,13 +51,10 @@ class TinyConfig:
     # two extra input channels holding each pixel's (x, y) in [-1, 1] ("CoordConv"): where a
     # block is becomes a feature, not only a token position, which relative questions need
     coord_channels: bool = False
-    # > 0: a training-only head that points the image tokens at each of this many block
-    # colours (swm_ros/models/localisation.py); 0: none
-    aux_colours: int = 0
-    # > 0: also keep the encoder's feature map at this resolution (dense_grid x dense_grid
-    # tokens, read by cross-attention, never attended by themselves); 0: coarse tokens only
-    dense_grid: int = 0
-    cross_layers: int = 2            # how many of the first blocks read the dense map
+    # words look up what they name in a `grounding_cells` x `grounding_cells` colour map of
+    # the frame (models/grounding.py); `locate` then gives named blocks' image positions
+    grounding: bool = False
+    grounding_cells: int = 32
 
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
@@ -67,13 +64,8 @@ class TinyConfig:
         down = self.image_size // self.grid
         if down & (down - 1) or down < 2:
             raise ValueError(f"image_size / grid = {down} must be a power of two >= 2")
-        if self.dense_grid:
-            ratio = self.dense_grid // self.grid
-            if self.dense_grid % self.grid or ratio & (ratio - 1) or ratio < 2 or self.image_size % self.dense_grid:
-                raise ValueError(f"dense_grid {self.dense_grid} must be grid {self.grid} times a power of two "
-                                 f">= 2 and divide image_size {self.image_size}")
-            if not 0 < self.cross_layers <= self.layers:
-                raise ValueError(f"cross_layers {self.cross_layers} must be in 1..layers ({self.layers})")
+        if self.grounding and not 1 <= self.grounding_cells <= self.image_size:
+            raise ValueError(f"grounding_cells {self.grounding_cells} must be in 1..image_size ({self.image_size})")
 
 
 class Block(nn.Module):
@@ -100,35 +92,6 @@ class Block(nn.Module):
         return x + F.dropout(self.mlp(self.norm2(x)), drop, self.training)
 
 
-class CrossAttention(nn.Module):
-    """Stream tokens read a fixed memory (the dense image map). Keys and values are computed
-    once per image (`memory`), not once per question and candidate: a planner scoring 64
-    chunks x Q questions against one frame projects the map once."""
-
-    def __init__(self, d: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.norm = nn.LayerNorm(d)
-        self.q = nn.Linear(d, d)
-        self.kv = nn.Linear(d, 2 * d)
-        self.proj = nn.Linear(d, d)
-
-    def memory(self, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B_img, M, d) -> keys, values (B_img, heads, M, d/heads)."""
-        n, m, d = mem.shape
-        k, v = self.kv(mem).reshape(n, m, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        return k, v
-
-    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b: int) -> torch.Tensor:
-        # x (b * q, S, d): the q questions of one batch row share its image's memory, so they are
-        # laid side by side as one (b, q * S) query sequence; k, v (1 or b, heads, M, dh) broadcast
-        n, s, d = x.shape
-        q = self.q(self.norm(x)).reshape(b, -1, self.heads, d // self.heads).transpose(1, 2)
-        att = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, dim=-1)
-        out = (att @ v).transpose(1, 2).reshape(n, s, d)
-        return x + self.proj(out)
-
-
 class LateFusionWorldModel(WorldModel):
     """What the from-scratch-transformer backends (`tiny`, `effnet`) share: everything after the
     image tokens. A subclass builds its image encoder, then calls `_build_fusion`, then
@@ -145,8 +108,7 @@ class LateFusionWorldModel(WorldModel):
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
         self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
         self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
-        n_cross = c.cross_layers if getattr(c, "dense_grid", 0) else 0
-        self.cross = nn.ModuleList([CrossAttention(d, c.heads) for _ in range(n_cross)])
+        self.grounding = None      # a subclass may set a WordGrounding (then pass `cells`)
         self.final_norm = nn.LayerNorm(d)
         self.lm_bias = nn.Parameter(torch.zeros(len(self.tokenizer)))   # LM head = word_emb^T + bias (tied)
         self.register_buffer("answer_ids", torch.tensor([self.tokenizer.no_id, self.tokenizer.yes_id]),
@@ -166,9 +128,9 @@ class LateFusionWorldModel(WorldModel):
         nn.init.normal_(self.action_proj.weight, std=0.2)
 
     def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor, question_tokens: torch.Tensor,
-                       action_mask: torch.Tensor | None, dense: torch.Tensor | None = None) -> torch.Tensor:
+                       action_mask: torch.Tensor | None, cells: torch.Tensor | None = None) -> torch.Tensor:
         """image tokens (B or 1, N, d), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2);
-        `dense` (B or 1, M, d): the map the `cross` blocks read."""
+        `cells` (B or 1, M, h): the grounding's colour map, when the model has one."""
         c = self.config
         actions = actions.to(img_tokens.dtype)
         if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
@@ -180,7 +142,8 @@ class LateFusionWorldModel(WorldModel):
             raise ValueError(f"features batch {img_tokens.shape[0]} does not match actions batch {b}")
         device = img_tokens.device
         tok = question_tokens.to(device, torch.int64)
-        if tok.dim() == 2:
+        shared_questions = tok.dim() == 2                  # the same questions for every row
+        if shared_questions:
             tok = tok.unsqueeze(0).expand(b, -1, -1)
         if tok.dim() != 3 or tok.shape[0] != b:
             raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
@@ -198,6 +161,8 @@ class LateFusionWorldModel(WorldModel):
         answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=device)
         words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
         txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
+        if self.grounding is not None:
+            txt = txt + self._grounded(words, cells, b, q, shared_questions)
         x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + length + 1, d)
 
         keep = torch.cat([
@@ -205,18 +170,29 @@ class LateFusionWorldModel(WorldModel):
             action_mask.unsqueeze(1).expand(b, q, t),
             words != self.tokenizer.pad_id,
         ], dim=2).reshape(b * q, 1, 1, -1)
-        if len(self.cross) and dense is None:
-            raise ValueError("this model reads a dense image map: pass `dense`")
-        memories = [cross.memory(dense) for cross in self.cross]
-        for i, blk in enumerate(self.blocks):
-            if i < len(self.cross):
-                x = self.cross[i](x, *memories[i], b)
+        for blk in self.blocks:
             x = blk(x, keep)
         h = self.final_norm(x[:, -1])                                                        # the <answer> position
         # language head restricted to the answer words: rows "no", "yes" of the tied embedding
         w = self.word_emb.weight[self.answer_ids]                                            # (2, d)
         logits = h @ w.t() + self.lm_bias[self.answer_ids]
         return logits.reshape(b, q, 2)
+
+    def _grounded(self, words: torch.Tensor, cells: torch.Tensor | None, b: int, q: int,
+                  shared_questions: bool) -> torch.Tensor:
+        """(B, Q, L+1) word ids -> what grounding adds to their embeddings (B, Q, L+1, d). With
+        the same questions for every row it is computed per image (once, for a planner scoring
+        candidates against one frame) and broadcast; no branch on sizes, so it traces."""
+        if cells is None:
+            raise ValueError("this model grounds words in the image: pass the colour map `cells`")
+        if shared_questions:
+            words = words[:cells.shape[0]]
+        rows, length = words.shape[0], words.shape[2]
+        ids = words.reshape(rows * q, length)
+        cells = cells.expand(rows, -1, -1).unsqueeze(1).expand(rows, q, -1, -1)
+        per_question = cells.reshape(rows * q, *cells.shape[2:])
+        g = self.grounding(ids, self.word_emb(ids), per_question)
+        return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1)
 
 
 class TinyWorldModel(LateFusionWorldModel):
@@ -235,31 +211,19 @@ class TinyWorldModel(LateFusionWorldModel):
         chans += [chans[-1] if chans else 32] * (n_down - 1 - len(chans))
         layers: list[nn.Module] = []
         cin = 5 if c.coord_channels else 3
-        dense_at, dense_ch = -1, 0
-        for i, ch in enumerate(chans):
+        for ch in chans:
             layers += [nn.Conv2d(cin, ch, 4, 2, 1), nn.GroupNorm(8 if ch % 8 == 0 else 1, ch), nn.GELU()]
             cin = ch
-            if c.dense_grid and c.image_size >> (i + 1) == c.dense_grid:
-                dense_at, dense_ch = len(layers), ch
         layers += [nn.Conv2d(cin, d, 4, 2, 1)]
-        # image_encoder[:dense_at] gives the dense map, the rest continues to the coarse grid
         self.image_encoder = nn.Sequential(*layers)
-        self.dense_at = dense_at
         self.image_pos = nn.Parameter(torch.zeros(1, c.grid * c.grid, d))
         self.image_norm = nn.LayerNorm(d)
-        if c.dense_grid:
-            self.dense_proj = nn.Linear(dense_ch, d)
-            self.dense_pos = nn.Parameter(torch.zeros(1, c.dense_grid * c.dense_grid, d))
-            self.dense_norm = nn.LayerNorm(d)
         self._build_fusion(c)
-        if c.aux_colours > 0:
-            self.locator = nn.Linear(d, c.aux_colours)
-            ramp = (torch.arange(c.grid, dtype=torch.float32) + 0.5) / c.grid
-            gy, gx = torch.meshgrid(ramp, ramp, indexing="ij")
-            self.register_buffer("token_uv", torch.stack([gx.flatten(), gy.flatten()], -1), persistent=False)
+        if c.grounding:
+            self.grounding = WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary)
         self._init_weights()
-        if c.dense_grid:
-            nn.init.normal_(self.dense_pos, std=0.02)
+        if self.grounding is not None:
+            self.grounding.reset_parameters()
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
@@ -276,35 +240,39 @@ class TinyWorldModel(LateFusionWorldModel):
         return x
 
     def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) -> (B, grid*grid [+ dense_grid**2], d): the coarse image tokens, then
-        (with `dense_grid`) the dense map, in one tensor so callers cache a single thing."""
+        """(B, H, W, 3) -> (B, grid*grid, d) image tokens; with `grounding`, followed by the
+        colour map's cells**2 rows (their first `grounding.features` channels; the rest zero), so callers
+        cache one tensor per frame."""
         x = self.preprocess(images)
-        if not self.config.dense_grid:
-            return self._coarse_tokens(self.image_encoder(x))
-        mid = self.image_encoder[:self.dense_at](x)                                   # (B, C, G, G)
-        dense = self.dense_norm(self.dense_proj(mid.flatten(2).transpose(1, 2)) + self.dense_pos)
-        return torch.cat([self._coarse_tokens(self.image_encoder[self.dense_at:](mid)), dense], dim=1)
+        f = self.image_encoder(x)                                            # (B, d, g, g)
+        tokens = self.image_norm(f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0])
+        if self.grounding is None:
+            return tokens
+        cells = self.grounding.cell_features(x[:, :3] * 0.25 + 0.5)          # back to [0, 1] RGB
+        return torch.cat([tokens, F.pad(cells, (0, tokens.shape[-1] - cells.shape[-1]))], dim=1)
 
-    def _coarse_tokens(self, f: torch.Tensor) -> torch.Tensor:
-        f = f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0]          # (B, g*g, d)
-        return self.image_norm(f)
+    def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = self.config.grid ** 2
+        if self.grounding is None:
+            return features, None
+        expect = n + self.config.grounding_cells ** 2
+        if features.dim() != 3 or features.shape[1] != expect:
+            raise ValueError(f"features must be (B, {expect}, d) from encode_image, got {tuple(features.shape)}")
+        return features[:, :n], features[:, n:, :self.grounding.features]
 
-    def locate(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, N, d) image features -> (B, aux_colours, 2) soft-argmax (u, v) in [0, 1] over the coarse tokens."""
-        if self.config.aux_colours <= 0:
-            raise RuntimeError("this model has no localisation head (aux_colours 0)")
-        features = features[:, :self.config.grid ** 2]
-        weights = self.locator(features).softmax(dim=1)                  # (B, N, C) over tokens
-        return torch.einsum("bnc,nk->bck", weights, self.token_uv)
+    def locate(self, features: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """(B, N, d) image features, C words (colour names) -> (B, C, 2) where in the frame (u, v
+        in [0, 1]) the grounding finds each; what the auxiliary localisation loss trains."""
+        if self.grounding is None:
+            raise RuntimeError("this model has no word grounding (grounding: false)")
+        _, cells = self._split(features)
+        ids = torch.tensor([self.tokenizer.encode_one(w)[0] for w in names], device=features.device)
+        ids = ids.unsqueeze(0).expand(features.shape[0], -1)
+        return self.grounding.locate(ids, self.word_emb(ids), cells)
 
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        n = self.config.grid ** 2
-        if self.config.dense_grid:
-            expect = n + self.config.dense_grid ** 2
-            if features.dim() != 3 or features.shape[1] != expect:
-                raise ValueError(f"features must be (B, {expect}, d) from encode_image, got {tuple(features.shape)}")
-            return self._answer_logits(features[:, :n], actions, question_tokens, action_mask, features[:, n:])
-        return self._answer_logits(features, actions, question_tokens, action_mask)
+        tokens, cells = self._split(features)
+        return self._answer_logits(tokens, actions, question_tokens, action_mask, cells)

@@ -68,8 +68,9 @@ class WorldModelTrainConfig:
     checkpoint_every: int = 1000
     num_threads: int = 2
     length_buckets: int = 4                      # split each batch by horizon to trim padding (same loss)
-    # weight of the auxiliary block-localisation loss (models/localisation.py; needs a model
-    # with aux_colours >= the data's colours); 0: answers only
+    # weight of the auxiliary block-localisation loss (models/localisation.py): where the
+    # model's word grounding finds each colour name vs the block's projected position (needs
+    # a model with `grounding: true`); 0: answers only
     aux_loss_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -172,9 +173,11 @@ def _block_projector(ds, model):
     from swm_ros.data.episodes import EpisodeReader
     from swm_ros.models.localisation import BlockProjector
 
-    if getattr(getattr(model, "config", None), "aux_colours", 0) < len(ds.colors):
-        raise ConfigError(f"aux_loss_weight > 0 needs a model with aux_colours >= {len(ds.colors)} "
-                          f"(the data's colours {ds.colors})")
+    if not getattr(getattr(model, "config", None), "grounding", False):
+        raise ConfigError("aux_loss_weight > 0 needs a model with word grounding (model: grounding: true)")
+    unknown = [c for c in ds.colors if c not in model.tokenizer.ids]
+    if unknown:
+        raise ConfigError(f"aux_loss_weight > 0: the model's vocabulary lacks the colour name(s) {unknown}")
     with EpisodeReader(ds.episode_files[0]) as ep:
         camera = ds.camera or ep.cameras[0]
         robot = ep.meta.robot
@@ -350,7 +353,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             logits, feats = forward_batch(model, batch, with_features=True)
             loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
             if targets is not None:
-                aux = localisation_loss(model.locate(feats), batch["block_uv"], batch["block_mask"])
+                aux = localisation_loss(model.locate(feats, train_ds.colors), batch["block_uv"],
+                                        batch["block_mask"])
                 loss = loss + cfg.aux_loss_weight * aux * (len(logits) / len(idx))
                 run_aux += float(aux.detach()) * len(logits)
             loss.backward()
