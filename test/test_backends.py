@@ -195,8 +195,10 @@ def test_effnet_feature_maps_and_bad_config():
 
     head = build_world_model("effnet", {"image_size": 128, "d_model": 64, "layers": 1, "heads": 2}).eval()
     with torch.no_grad():
-        assert head.encode_image(_images(2)).shape == (2, 16, 1280)       # 64x64 frames upsampled to 128
-        assert build_world_model("effnet", EFFNET_SMALL).encode_image(_images(2)).shape == (2, 16, 112)
+        # 64x64 frames upsampled to 128: 4x4 tokens, then the grounding's 32x32 colour map
+        assert head.encode_image(_images(2)).shape == (2, 16 + 32 * 32, 1280)
+        small = build_world_model("effnet", {**EFFNET_SMALL, "grounding": False})
+        assert small.encode_image(_images(2)).shape == (2, 16, 112)
     with pytest.raises(ConfigError, match="multiple of 32"):
         build_world_model("effnet", {"image_size": 100})
     with pytest.raises(ConfigError, match="feature"):

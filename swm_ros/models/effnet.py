@@ -43,6 +43,7 @@ from torch import nn
 from swm_ros.envs.base import ACTION_DIM
 from swm_ros.models.text import Tokenizer
 from swm_ros.models.base import frames_to_tensor
+from swm_ros.models.grounding import WordGrounding
 from swm_ros.models.tiny import LateFusionWorldModel
 
 MODEL_NAME = "efficientnet-lite0"
@@ -67,6 +68,8 @@ class EffNetConfig:
     max_steps: int = 64              # longest action chunk (step-position embeddings)
     max_question_len: int = 24
     action_dim: int = ACTION_DIM
+    grounding: bool = True           # as tiny's (models/grounding.py): only the image encoder differs
+    grounding_cells: int = 32
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
@@ -130,7 +133,11 @@ class EffNetWorldModel(LateFusionWorldModel):
         self.image_norm = nn.LayerNorm(d)
         # actions, text, transformer: the tiny backend's
         self._build_fusion(c)
+        if c.grounding:
+            self.grounding = WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary)
         self._init_weights(skip_prefix="encoder")              # the pretrained encoder keeps its weights
+        if self.grounding is not None:
+            self.grounding.reset_parameters()
         self.train()                                           # puts the encoder's BatchNorm in eval mode
 
     def config_dict(self) -> dict[str, Any]:
@@ -162,10 +169,12 @@ class EffNetWorldModel(LateFusionWorldModel):
         return x
 
     def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) -> (B, grid*grid, C) encoder feature tokens (not yet projected)."""
+        """(B, H, W, 3) -> (B, grid*grid, C) encoder feature tokens (not yet projected)
+        [+ the grounding's colour map]."""
+        x = self.preprocess(images)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_encoder):
-            f = self.encoder_features(self.preprocess(images))
-        return f.flatten(2).transpose(1, 2)
+            f = self.encoder_features(x).flatten(2).transpose(1, 2)
+        return f if self.grounding is None else self._append_cells(f, x * 0.5 + 0.5)
 
     def image_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """(B, N, C) encoder tokens -> (B, N, d) model tokens."""
@@ -180,4 +189,5 @@ class EffNetWorldModel(LateFusionWorldModel):
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self._answer_logits(self.image_tokens(features), actions, question_tokens, action_mask)
+        tokens, cells = self._split_cells(features, self.config.grid ** 2)
+        return self._answer_logits(self.image_tokens(tokens), actions, question_tokens, action_mask, cells)

@@ -91,13 +91,14 @@ class WordGrounding(nn.Module):
     def phi(self, rgb: torch.Tensor) -> torch.Tensor:
         return torch.cat([rgb, self.mlp(rgb)], dim=-1)
 
-    def cell_features(self, rgb01: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) image in [0, 1] -> (B, cells * cells, features) colour features per cell."""
+    def cell_colours(self, rgb01: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) image in [0, 1] -> (B, cells * cells, 3) mean RGB per cell. No learned
+        part: what a model caches per frame stays a fixed function of the image."""
         pooled = nn.functional.adaptive_avg_pool2d(rgb01, self.cells)             # (B, 3, c, c)
-        return self.phi(pooled.flatten(2).transpose(1, 2))
+        return pooled.flatten(2).transpose(1, 2)
 
     def attention(self, word_ids: torch.Tensor, word_vecs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """word ids (N, L), embeddings (N, L, d), cell features (N, M, h) -> weights (N, L, M)."""
+        """word ids (N, L), embeddings (N, L, d), cell features phi(colours) (N, M, f) -> weights (N, L, M)."""
         colour = self.word_is_colour[word_ids].unsqueeze(-1)
         query = torch.where(colour, self.phi(self.word_rgb[word_ids]), self.word_query(word_vecs))
         # -|q - k|^2 up to the per-query |q|^2, which the softmax ignores
@@ -106,7 +107,7 @@ class WordGrounding(nn.Module):
 
     def forward(self, word_ids: torch.Tensor, word_vecs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """One question per row, its last position the <answer>: word ids (N, L), embeddings
-        (N, L, d), cells (N, M, f) -> what to add to each position's embedding (N, L, d)."""
+        (N, L, d), cell features phi(colours) (N, M, f) -> what to add to each position (N, L, d)."""
         a = self.attention(word_ids, word_vecs, cells)
         uv = (a @ self.cell_uv) * 2 - 1                                            # (N, L, 2) in [-1, 1]
         m = a.shape[-1]
@@ -125,5 +126,6 @@ class WordGrounding(nn.Module):
         return per_word + rel.unsqueeze(1)
 
     def locate(self, word_ids: torch.Tensor, word_vecs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-        """(N, C) word ids -> (N, C, 2) soft-argmax (u, v) in [0, 1] of what each word names."""
-        return self.attention(word_ids, word_vecs, cells) @ self.cell_uv
+        """(N, C) word ids, cell colours (N, M, 3) -> (N, C, 2) soft-argmax (u, v) in [0, 1] of
+        what each word names."""
+        return self.attention(word_ids, word_vecs, self.phi(cells)) @ self.cell_uv

@@ -12,6 +12,7 @@ the simulated camera (pinhole with its field of view) and the processor's crop.
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +26,7 @@ class BlockProjector:
     def __init__(self, robot: str, camera: str, roi: Sequence[float] | None):
         from swm_ros.envs import make_env
 
+        os.environ.setdefault("MUJOCO_GL", "egl")     # the env builds a renderer; headless here
         env = make_env(robot=robot, task="push", image_size=self.RENDER_HW, cameras=(camera,), seed=0)
         try:
             env.reset(seed=0)

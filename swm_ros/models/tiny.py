@@ -53,7 +53,7 @@ class TinyConfig:
     coord_channels: bool = False
     # words look up what they name in a `grounding_cells` x `grounding_cells` colour map of
     # the frame (models/grounding.py); `locate` then gives named blocks' image positions
-    grounding: bool = False
+    grounding: bool = True
     grounding_cells: int = 32
 
     def __post_init__(self) -> None:
@@ -130,7 +130,7 @@ class LateFusionWorldModel(WorldModel):
     def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor, question_tokens: torch.Tensor,
                        action_mask: torch.Tensor | None, cells: torch.Tensor | None = None) -> torch.Tensor:
         """image tokens (B or 1, N, d), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2);
-        `cells` (B or 1, M, h): the grounding's colour map, when the model has one."""
+        `cells` (B or 1, M, 3): the grounding's colour map (mean RGB per cell), when the model has one."""
         c = self.config
         actions = actions.to(img_tokens.dtype)
         if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
@@ -178,6 +178,32 @@ class LateFusionWorldModel(WorldModel):
         logits = h @ w.t() + self.lm_bias[self.answer_ids]
         return logits.reshape(b, q, 2)
 
+    # ---- grounding (models/grounding.py): the colour map travels behind the image features
+    def _append_cells(self, features: torch.Tensor, rgb01: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) image features + (B, 3, S, S) frame in [0, 1] -> (B, N + cells**2, C): the
+        colour map's mean RGB rows (zero-padded to C channels) after the features, so callers
+        cache one tensor per frame."""
+        cells = self.grounding.cell_colours(rgb01)
+        return torch.cat([features, F.pad(cells, (0, features.shape[-1] - cells.shape[-1]))], dim=1)
+
+    def _split_cells(self, features: torch.Tensor, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.grounding is None:
+            return features, None
+        expect = n_tokens + self.grounding.cells ** 2
+        if features.dim() != 3 or features.shape[1] != expect:
+            raise ValueError(f"features must be (B, {expect}, C) from encode_image, got {tuple(features.shape)}")
+        return features[:, :n_tokens], features[:, n_tokens:, :3]
+
+    def locate(self, features: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """(B, N, C) image features, C words (colour names) -> (B, C, 2) where in the frame (u, v
+        in [0, 1]) the grounding finds each; what the auxiliary localisation loss trains."""
+        if self.grounding is None:
+            raise RuntimeError("this model has no word grounding (grounding: false)")
+        _, cells = self._split_cells(features, self.config.grid ** 2)
+        ids = torch.tensor([self.tokenizer.encode_one(w)[0] for w in names], device=features.device)
+        ids = ids.unsqueeze(0).expand(features.shape[0], -1)
+        return self.grounding.locate(ids, self.word_emb(ids), cells)
+
     def _grounded(self, words: torch.Tensor, cells: torch.Tensor | None, b: int, q: int,
                   shared_questions: bool) -> torch.Tensor:
         """(B, Q, L+1) word ids -> what grounding adds to their embeddings (B, Q, L+1, d). With
@@ -189,7 +215,8 @@ class LateFusionWorldModel(WorldModel):
             words = words[:cells.shape[0]]
         rows, length = words.shape[0], words.shape[2]
         ids = words.reshape(rows * q, length)
-        cells = cells.expand(rows, -1, -1).unsqueeze(1).expand(rows, q, -1, -1)
+        cells = self.grounding.phi(cells).expand(rows, -1, -1)                  # phi once per image
+        cells = cells.unsqueeze(1).expand(rows, q, -1, -1)
         per_question = cells.reshape(rows * q, *cells.shape[2:])
         g = self.grounding(ids, self.word_emb(ids), per_question)
         return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1)
@@ -240,39 +267,17 @@ class TinyWorldModel(LateFusionWorldModel):
         return x
 
     def encode_image(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, H, W, 3) -> (B, grid*grid, d) image tokens; with `grounding`, followed by the
-        colour map's cells**2 rows (their first `grounding.features` channels; the rest zero), so callers
-        cache one tensor per frame."""
+        """(B, H, W, 3) -> (B, grid*grid, d) image tokens [+ the grounding's colour map]."""
         x = self.preprocess(images)
         f = self.image_encoder(x)                                            # (B, d, g, g)
         tokens = self.image_norm(f.flatten(2).transpose(1, 2) + self.image_pos + self.type_emb[0])
         if self.grounding is None:
             return tokens
-        cells = self.grounding.cell_features(x[:, :3] * 0.25 + 0.5)          # back to [0, 1] RGB
-        return torch.cat([tokens, F.pad(cells, (0, tokens.shape[-1] - cells.shape[-1]))], dim=1)
-
-    def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        n = self.config.grid ** 2
-        if self.grounding is None:
-            return features, None
-        expect = n + self.config.grounding_cells ** 2
-        if features.dim() != 3 or features.shape[1] != expect:
-            raise ValueError(f"features must be (B, {expect}, d) from encode_image, got {tuple(features.shape)}")
-        return features[:, :n], features[:, n:, :self.grounding.features]
-
-    def locate(self, features: torch.Tensor, names: list[str]) -> torch.Tensor:
-        """(B, N, d) image features, C words (colour names) -> (B, C, 2) where in the frame (u, v
-        in [0, 1]) the grounding finds each; what the auxiliary localisation loss trains."""
-        if self.grounding is None:
-            raise RuntimeError("this model has no word grounding (grounding: false)")
-        _, cells = self._split(features)
-        ids = torch.tensor([self.tokenizer.encode_one(w)[0] for w in names], device=features.device)
-        ids = ids.unsqueeze(0).expand(features.shape[0], -1)
-        return self.grounding.locate(ids, self.word_emb(ids), cells)
+        return self._append_cells(tokens, x[:, :3] * 0.25 + 0.5)           # back to [0, 1] RGB
 
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        tokens, cells = self._split(features)
+        tokens, cells = self._split_cells(features, self.config.grid ** 2)
         return self._answer_logits(tokens, actions, question_tokens, action_mask, cells)
