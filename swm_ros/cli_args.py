@@ -171,6 +171,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--max-horizon",), dict(type=int, default=16, help="longest question horizon, actions")),
         (("--stride",), dict(type=int, default=1, help="evaluate every k-th frame")),
         (("--max-frames",), dict(type=int, default=0, help="stop after this many frames (0: all)")),
+        (("--batch-frames",), dict(type=int, default=16, help="frames per model call")),
         (("--seed",), dict(type=int, default=0, help="question sampling seed")),
         (("--planner",), dict(default=None, help="also plan from the recorded frames with this planner config "
                                                  "(grad, mppi, cem, rank or a YAML) and report agreement with the "
