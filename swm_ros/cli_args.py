@@ -171,7 +171,6 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--max-horizon",), dict(type=int, default=16, help="longest question horizon, actions")),
         (("--stride",), dict(type=int, default=1, help="evaluate every k-th frame")),
         (("--max-frames",), dict(type=int, default=0, help="stop after this many frames (0: all)")),
-        (("--batch-frames",), dict(type=int, default=16, help="frames per model call")),
         (("--seed",), dict(type=int, default=0, help="question sampling seed")),
         (("--planner",), dict(default=None, help="also plan from the recorded frames with this planner config "
                                                  "(grad, mppi, cem, rank or a YAML) and report agreement with the "
@@ -206,6 +205,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--image-rate",), dict(type=float, default=30.0, help="image rate, Hz of sim time")),
         (("--image-size",), dict(type=int, default=224, help="square image size, px")),
         (("--eval-seconds",), dict(type=float, default=60.0, help="bag seconds the replay evaluation covers")),
+        (("--eval-threads",), dict(type=int, default=2, help="torch threads of the replay evaluation")),
         (("--checkpoint",), dict(default=None, help="world-model checkpoint (default: shipped tiny, else untrained)")),
         (("--keep",), dict(action="store_true", help="keep the recorded bag (runs/bench/bags_bench_bag)")),
     ],

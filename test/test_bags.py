@@ -308,10 +308,6 @@ def test_bag_eval_reports_accuracy_latency_and_no_planner(tmp_path):
     assert len(r["latency_ms"]["per_frame"]) == 15 and r["latency_ms"]["p50"] > 0
     assert r["planner_agreement"]["available"] is False and r["planner_agreement"]["reason"]
     assert r["bag_seconds"] == pytest.approx(1.4) and r["speedup"] > 0
-    # frames batched through the model answer exactly as one at a time
-    one = evaluate_bag(tmp_path / "bag", model=model, cfg=EvalConfig(max_horizon=4, batch_frames=1), progress=False)
-    assert one["questions"] == r["questions"] and one["accuracy"] == r["accuracy"]
-    assert one["per_family"] == r["per_family"]
     paths = write_report(r, tmp_path / "report")
     assert "answer accuracy" in paths["md"].read_text() and paths["latency"].stat().st_size > 0
 

@@ -112,8 +112,7 @@ def cli_bag_eval(args: Any) -> int:
     from swm_ros.bags.plan_agreement import AgreementConfig
 
     cfg = EvalConfig(horizons_per_start=args.horizons_per_start, max_horizon=args.max_horizon,
-                     start_stride=args.stride, seed=args.seed, max_frames=args.max_frames,
-                     batch_frames=args.batch_frames)
+                     start_stride=args.stride, seed=args.seed, max_frames=args.max_frames)
     try:
         agreement = (AgreementConfig(planner=args.planner, policy=args.policy, proposals=args.proposals,
                                      plan_every=args.plan_every, camera=args.camera, seed=args.seed)

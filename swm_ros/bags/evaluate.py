@@ -9,10 +9,7 @@ each from the image at t and the *recorded* actions t..t+h-1. Reported:
   (b) agreement between planned chunks and recorded actions (bags/plan_agreement.py): with
       `agreement=`, the base policy proposes from the recorded frames, the planner chooses,
       and the choice is compared with what the robot executed; otherwise not available;
-  (c) per-frame latency: model time for one frame's questions, frames evaluated in batches of
-      `batch_frames` (one encoder call and one answer call per batch; the time is split evenly
-      over its frames): the per-call overhead of a small model, not its arithmetic, set the
-      replay speed when frames went one by one.
+  (c) per-frame latency: model time for all of one frame's questions (image encoded once).
 
 `speedup` = seconds of bag time evaluated / wall seconds of the whole evaluation (reading
 and decoding the bag, labelling, the model): how much faster than real time a replay
@@ -42,11 +39,6 @@ class EvalConfig:
     seed: int = 0
     max_frames: int = 0                # 0 = all frames
     threads: int = 1                   # torch intra-op threads
-    batch_frames: int = 16             # frames per model call (1: one frame at a time)
-
-    def __post_init__(self) -> None:
-        if self.batch_frames < 1:
-            raise ValueError(f"batch_frames must be >= 1, got {self.batch_frames}")
 
 
 def _load_model(checkpoint: str | None):
@@ -78,34 +70,6 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
     rng = np.random.default_rng(cfg.seed)
     table = QuestionTable()
     latencies, correct, fam_ids, horizons, answers = [], [], [], [], []
-    pending: list[tuple[np.ndarray, dict[str, Any]]] = []      # (raw frame, its question rows)
-
-    def flush() -> None:
-        """One batch: encode the frames at once, answer every row against its own frame."""
-        if not pending:
-            return
-        rows_of = [r for _, r in pending]
-        hmax = max(1, max(int(r["h"].max()) for r in rows_of))
-        frame_of = np.concatenate([np.full(len(r["h"]), i) for i, r in enumerate(rows_of)])
-        acts = np.concatenate([r["actions"][:, :hmax] for r in rows_of])
-        mask = np.concatenate([r["mask"][:, :hmax] for r in rows_of])
-        questions = [q for r in rows_of for q in r["questions"]]
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            feats = model.encode_image(model.process_frames(np.stack([f for f, _ in pending])))
-            tokens = model.tokenize(questions)[:, None, :]
-            logits = model.answer_logits_from_features(feats[torch.from_numpy(frame_of)], torch.from_numpy(acts),
-                                                       tokens, torch.from_numpy(mask))
-            p_yes = logits.softmax(-1)[:, 0, 1].numpy()
-        latencies.extend([(time.perf_counter() - t0) * 1e3 / len(pending)] * len(pending))
-        answer = np.concatenate([r["answer"] for r in rows_of])
-        correct.append((p_yes > 0.5) == answer)
-        answers.append(answer)
-        fam_ids.append(np.concatenate([r["family"] for r in rows_of]))
-        horizons.append(np.concatenate([r["h"] for r in rows_of]))
-        bar.update(len(pending))
-        pending.clear()
-
     bag_seconds = 0.0
     frames_done = 0
     total_frames = sum(len(range(0, len(e.images), cfg.start_stride)) for e in episodes)
@@ -123,24 +87,33 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
                 break
             idx = np.asarray(by_t[t])
             h = rows["h"][idx].astype(int)
-            acts = np.zeros((len(idx), cfg.max_horizon, ep.actions.shape[1]), np.float32)
-            mask = np.zeros((len(idx), cfg.max_horizon), bool)
+            hmax = max(1, int(h.max()))
+            acts = np.zeros((len(idx), hmax, ep.actions.shape[1]), np.float32)
+            mask = np.zeros((len(idx), hmax), bool)
             for j, hh in enumerate(h):
                 acts[j, :hh] = ep.actions[t: t + hh]
                 mask[j, :hh] = True
-            pending.append((ep.images[t], {
-                "h": h, "actions": acts, "mask": mask, "questions": [table.texts[q] for q in rows["question"][idx]],
-                "answer": rows["answer"][idx].astype(bool), "family": rows["family"][idx]}))
-            if len(pending) >= cfg.batch_frames:
-                flush()
+            questions = [table.texts[q] for q in rows["question"][idx]]
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                feats = model.encode_image(ep.images[t][None])
+                tokens = model.tokenize(questions)[:, None, :]
+                logits = model.answer_logits_from_features(feats, torch.from_numpy(acts), tokens,
+                                                           torch.from_numpy(mask))
+                p_yes = logits.softmax(-1)[:, 0, 1].numpy()
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            correct.append((p_yes > 0.5) == rows["answer"][idx].astype(bool))
+            answers.append(rows["answer"][idx].astype(bool))
+            fam_ids.append(rows["family"][idx])
+            horizons.append(h)
             frames_done += 1
             last_t = t
+            bar.update(1)
         if planned is not None:
             planned.add_episode(ep)
         if len(ep.frame_times) > 1:
             bag_seconds += (ep.frame_times[min(last_t + cfg.start_stride, len(ep.frame_times) - 1)]
                             - ep.frame_times[0]) / 1e9
-    flush()
     bar.close()
     wall = time.perf_counter() - wall0
     ok = np.concatenate(correct) if correct else np.zeros(0, bool)

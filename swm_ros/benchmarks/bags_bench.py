@@ -153,7 +153,7 @@ def _eval_model(checkpoint: str | None):
 
 def run_bench(sim_seconds: float = 300.0, speed: float = 2.0, size: int = 224, image_rate: float = 30.0,
               eval_seconds: float = 60.0, checkpoint: str | None = None, keep: bool = False,
-              work: str | Path = "runs/bench") -> dict[str, Any]:
+              work: str | Path = "runs/bench", eval_threads: int = 2) -> dict[str, Any]:
     from swm_ros.bags.evaluate import EvalConfig, evaluate_bag
     from swm_ros.bags.reader import BagReader
 
@@ -187,7 +187,9 @@ def run_bench(sim_seconds: float = 300.0, speed: float = 2.0, size: int = 224, i
                      "dropped": sent["sent"][t] - report.counts.get(t, 0)} for t in TOPICS}
     size_bytes = sum(f.stat().st_size for f in bag.iterdir())
     model, model_name = _eval_model(checkpoint)
-    ev = evaluate_bag(bag, model=model, cfg=EvalConfig(max_frames=int(eval_seconds * 10)), progress=False)
+    # the evaluation runs alone once recording is over: it may use both cores
+    ev = evaluate_bag(bag, model=model, cfg=EvalConfig(max_frames=int(eval_seconds * 10), threads=eval_threads),
+                      progress=False)
     result = {
         "recorded": report.total,
         "dropped": sum(v["dropped"] for v in per_topic.values()),
@@ -197,7 +199,7 @@ def run_bench(sim_seconds: float = 300.0, speed: float = 2.0, size: int = 224, i
                      f"published by a separate process at {speed:g}x real time and recorded by bag_recorder_node "
                      "(use_sim_time) over DDS; recorded = messages read back from the bag; dropped = sent - recorded. "
                      f"replay_eval_speedup = bag seconds / wall seconds of swm bag eval on the first "
-                     f"{ev['bag_seconds']:.0f} s of that bag with {model_name}"),
+                     f"{ev['bag_seconds']:.0f} s of that bag with {model_name}, {eval_threads} torch thread(s)"),
         "topics": per_topic,
         "sim_seconds": sent["sim_seconds"], "publish_wall_seconds": sent["wall_seconds"],
         "achieved_speed": sent["sim_seconds"] / sent["wall_seconds"], "record_wall_seconds": record_wall,
@@ -216,7 +218,7 @@ def run_bench(sim_seconds: float = 300.0, speed: float = 2.0, size: int = 224, i
 
 def cli_bench_bags(args: Any) -> int:
     result = run_bench(args.sim_seconds, args.speed, args.image_size, args.image_rate, args.eval_seconds,
-                       args.checkpoint, args.keep)
+                       args.checkpoint, args.keep, eval_threads=args.eval_threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
