@@ -111,7 +111,9 @@ def test_goals_follow_chunks_nan_sends_nothing_estop_cancels(action_graph, probe
     # e-stop: the running goal is cancelled and a one-point hold goal follows
     assert probe.call(SetBool, "/controller_node/estop", SetBool.Request(data=True)).success
     # (then, once the cancel is answered, the hold goal)
-    assert probe.wait_for(lambda: len(arm.goals) == 2 and "canceled" in arm.event_names(), 5), \
+    # (goals and events are two topics: wait for the hold's own "accepted" event as well)
+    assert probe.wait_for(lambda: len(arm.goals) == 2 and "canceled" in arm.event_names()
+                          and arm.event_names().count("accepted") == 2, 5), \
         f"{arm.event_names()}\n{ctl.output()}\n{jtc.output()}"
     events = arm.event_names()
     assert events[:2] == ["accepted", "cancel_requested"], events
