@@ -166,7 +166,7 @@ def test_estop_holds_within_a_control_period_and_refuses(controller, probe) -> N
     assert probe.wait_for(lambda: robot.rejected() > base, 5)
     probe.spin(0.5)
     assert len(robot.trajs) == 2, "commanded while e-stopped"
-    assert "e-stop engaged" in proc.output()
+    assert probe.wait_for(lambda: "e-stop engaged" in proc.output(), 5), proc.output()   # logs can lag
     assert probe.call(SetBool, "/controller_node/estop", SetBool.Request(data=False)).success
     robot.send(robot.chunk(_move()))
     assert probe.wait_for(lambda: len(robot.trajs) == 3, 5)
@@ -193,7 +193,7 @@ def test_dry_run_watchdog_and_stale_joint_states(controller, probe) -> None:
     robot.send(robot.chunk(_move()))
     assert probe.wait_for(lambda: robot.rejected() > base, 5)
     assert len(robot.shadow) == 2
-    assert "no fresh /joint_states" in proc.output()
+    assert probe.wait_for(lambda: "no fresh /joint_states" in proc.output(), 5), proc.output()
     assert proc.alive()
 
 
