@@ -43,7 +43,6 @@ from torch import nn
 from swm_ros.envs.base import ACTION_DIM
 from swm_ros.models.text import Tokenizer
 from swm_ros.models.base import frames_to_tensor
-from swm_ros.models.grounding import WordGrounding
 from swm_ros.models.tiny import LateFusionWorldModel
 
 MODEL_NAME = "efficientnet-lite0"
@@ -133,11 +132,7 @@ class EffNetWorldModel(LateFusionWorldModel):
         self.image_norm = nn.LayerNorm(d)
         # actions, text, transformer: the tiny backend's
         self._build_fusion(c)
-        if c.grounding:
-            self.grounding = WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary)
         self._init_weights(skip_prefix="encoder")              # the pretrained encoder keeps its weights
-        if self.grounding is not None:
-            self.grounding.reset_parameters()
         self.train()                                           # puts the encoder's BatchNorm in eval mode
 
     def config_dict(self) -> dict[str, Any]:

@@ -96,7 +96,8 @@ class LateFusionWorldModel(WorldModel):
     """What the from-scratch-transformer backends (`tiny`, `effnet`) share: everything after the
     image tokens. A subclass builds its image encoder, then calls `_build_fusion`, then
     `_init_weights`, and answers with `_answer_logits(image_tokens, ...)`. The config needs
-    action_dim, max_steps, max_question_len, d_model, heads, mlp_ratio, dropout and layers."""
+    action_dim, max_steps, max_question_len, d_model, heads, mlp_ratio, dropout, layers,
+    grounding and grounding_cells."""
 
     def _build_fusion(self, c) -> None:
         d = c.d_model
@@ -108,11 +109,12 @@ class LateFusionWorldModel(WorldModel):
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
         self.type_emb = nn.Parameter(torch.zeros(3, d))        # image, action, text
         self.blocks = nn.ModuleList([Block(d, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.layers)])
-        self.grounding = None      # a subclass may set a WordGrounding (then pass `cells`)
         self.final_norm = nn.LayerNorm(d)
         self.lm_bias = nn.Parameter(torch.zeros(len(self.tokenizer)))   # LM head = word_emb^T + bias (tied)
         self.register_buffer("answer_ids", torch.tensor([self.tokenizer.no_id, self.tokenizer.yes_id]),
                              persistent=False)
+        # with grounding, `answer_logits_from_features` passes the colour map as `cells`
+        self.grounding = WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary) if c.grounding else None
 
     def _init_weights(self, skip_prefix: str | None = None) -> None:
         """Small normal init of positions, embeddings and every Linear (but those under
@@ -126,6 +128,8 @@ class LateFusionWorldModel(WorldModel):
                 nn.init.zeros_(m.bias)
         # the action projection sees raw actions in [-1, 1]: a larger init lets them matter early
         nn.init.normal_(self.action_proj.weight, std=0.2)
+        if self.grounding is not None:
+            self.grounding.reset_parameters()      # its own init (see WordGrounding.reset_parameters)
 
     def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor, question_tokens: torch.Tensor,
                        action_mask: torch.Tensor | None, cells: torch.Tensor | None = None) -> torch.Tensor:
@@ -246,11 +250,7 @@ class TinyWorldModel(LateFusionWorldModel):
         self.image_pos = nn.Parameter(torch.zeros(1, c.grid * c.grid, d))
         self.image_norm = nn.LayerNorm(d)
         self._build_fusion(c)
-        if c.grounding:
-            self.grounding = WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary)
         self._init_weights()
-        if self.grounding is not None:
-            self.grounding.reset_parameters()
 
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
