@@ -253,6 +253,30 @@ def test_grounding_finds_a_coloured_square_even_for_an_unseen_colour_name():
     assert uv[1, 0] < 0.5 < uv[1, 1], uv                  # purple: left, down
 
 
+def test_entity_words_are_the_question_entities_for_relations():
+    """With "gripper" an entity word, "is the gripper touching the red block" relates the
+    gripper's grounded position to red's; without, red is the only entity and the relation
+    features see red and nothing. Same weights, so only the entity marking differs."""
+    from swm_ros.models.grounding import WordGrounding
+
+    vocab = ["<pad>", "is", "the", "gripper", "touching", "red", "blue", "block"]
+    torch.manual_seed(0)
+    plain = WordGrounding(16, 4, vocab)
+    entity = WordGrounding(16, 4, vocab, entity_words=["gripper"])
+    entity.load_state_dict(plain.state_dict())
+    assert entity.word_is_entity.tolist() == [False, False, False, True, False, True, True, False]
+    assert plain.word_is_entity.tolist() == plain.word_is_colour.tolist()
+    ids = torch.tensor([[1, 2, 3, 4, 2, 5, 7]])
+    cells = entity.phi(torch.rand(1, 16, 3))
+    vecs = torch.randn(1, 7, 16)
+    with torch.no_grad():
+        a, b = plain(ids, vecs, cells), entity(ids, vecs, cells)
+        two_colours = torch.tensor([[1, 2, 6, 4, 2, 5, 7]])               # "is the blue touching the red"
+        same = plain(two_colours, vecs, cells), entity(two_colours, vecs, cells)
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(*same)                     # no gripper: the two agree
+
+
 def test_shipped_config_matches_the_dataclass():
     from swm_ros.config import load_config
     cfg = load_config(TinyConfig, Path(__file__).resolve().parents[1] / "config" / "models" / "tiny.yaml")

@@ -123,11 +123,12 @@ def test_unknown_config_keys_fail(tmp_path):
     assert r.returncode != 0
 
 
-def test_shipped_train_config_loads():
+@pytest.mark.parametrize("name", ["world_model_tiny", "world_model_tiny_stage2", "world_model_effnet"])
+def test_shipped_train_config_loads(name):
     from swm_ros.models.train import load_train_config, lr_at
 
-    cfg = load_train_config(REPO / "config" / "train" / "world_model_tiny.yaml")
-    assert cfg.backend == "tiny" and cfg.steps > cfg.warmup_steps
+    cfg = load_train_config(REPO / "config" / "train" / f"{name}.yaml")
+    assert cfg.backend in ("tiny", "effnet") and cfg.steps > cfg.warmup_steps
     lrs = [lr_at(s, cfg) for s in range(cfg.steps)]
     assert lrs[0] < lrs[cfg.warmup_steps - 1] == pytest.approx(cfg.lr)
     assert lrs[-1] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-2)
@@ -198,7 +199,7 @@ def test_localisation_loss_trains_the_word_grounding(saqa_file, tmp_path):
     from swm_ros.models.registry import load_world_model
 
     cfg = _train_config(saqa_file, steps=6, aux_loss_weight=1.0)
-    cfg["model"]["grounding"] = True
+    cfg["model"].update(grounding=True, grounding_entities=["gripper", "hand"])
     cfg_path = tmp_path / "wm.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "run"), "--no-progress")
@@ -207,10 +208,60 @@ def test_localisation_loss_trains_the_word_grounding(saqa_file, tmp_path):
              if json.loads(x)["split"] == "train"]
     assert all(0.0 <= m["localisation_mse"] < 2.0 for m in train)
     model = load_world_model(tmp_path / "run")
-    uv = model.locate(model.encode_image(np.zeros((2, 64, 64, 3), np.uint8)), ["red", "purple", "blue"])
+    uv = model.locate(model.encode_image(np.zeros((2, 64, 64, 3), np.uint8)), ["red", "purple", "gripper"])
     assert uv.shape == (2, 3, 2) and bool(((uv >= 0) & (uv <= 1)).all())
 
     cfg["model"]["grounding"] = False                     # nothing to supervise
     cfg_path.write_text(yaml.safe_dump(cfg))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
     assert r.returncode != 0 and "grounding" in r.stderr
+
+
+def test_block_targets_point_entity_words_at_the_effector(saqa_file):
+    """Colour columns come from the blocks, one column per entity word ("gripper", "hand")
+    from the effector; an effector outside the frame is masked out."""
+    from swm_ros.models.train import BlockTargets
+    from swm_ros.saqa.dataset import SAQADataset
+
+    ds = SAQADataset(saqa_file, split=["train"])
+    # the projector's geometry is tested with the camera; here the columns' assembly is:
+    # a top-down map of world x, y (effector at x > 10 m would leave the frame)
+    def projector(points):
+        return np.asarray(points)[..., :2] * 0.1 + 0.5
+
+    targets = BlockTargets(ds, projector, ["gripper", "hand"])
+    e, t = int(ds.columns["episode"][0]), int(ds.columns["t"][0])
+    uv, mask = targets(np.array([e]), np.array([t]))
+    n = len(ds.colors)
+    assert uv.shape == (1, n + 2, 2) and targets.names == list(ds.colors) + ["gripper", "hand"]
+    effector = ds.states(e).effector_position[t]
+    np.testing.assert_allclose(uv[0, n], effector[:2] * 0.1 + 0.5, atol=1e-6)
+    np.testing.assert_allclose(uv[0, n + 1], uv[0, n])
+    assert mask[0, n:].all()
+
+    far = BlockTargets(ds, lambda p: np.asarray(p)[..., :2] * 0.1 + 5.0, ["gripper"])
+    assert not far(np.array([e]), np.array([t]))[1][0, n:].any()
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
+    """init_from loads a checkpoint's weights (the first run here) into a new run with its own
+    schedule; a checkpoint whose weights do not fit the model is refused by name."""
+    from swm_ros.models.registry import load_world_model
+
+    first = tmp_path / "first"
+    cfg = _train_config(saqa_file, steps=3, eval_every=3, log_every=3, checkpoint_every=3)
+    cfg_path = tmp_path / "wm.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(first), "--no-progress").returncode == 0
+
+    second = tmp_path / "second"
+    cfg_path.write_text(yaml.safe_dump({**cfg, "lr": 0.0, "init_from": str(first)}))     # lr 0: weights kept
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(second), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = load_world_model(first).state_dict(), load_world_model(second).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    wider = {**cfg, "init_from": str(first), "model": {**cfg["model"], "d_model": 48, "heads": 2}}
+    cfg_path.write_text(yaml.safe_dump(wider))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
+    assert r.returncode != 0 and "do not fit" in r.stderr and str(first) in r.stderr

@@ -69,6 +69,7 @@ class EffNetConfig:
     action_dim: int = ACTION_DIM
     grounding: bool = True           # as tiny's (models/grounding.py): only the image encoder differs
     grounding_cells: int = 32
+    grounding_entities: list[str] = dataclasses.field(default_factory=lambda: ["gripper", "hand"])
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:

@@ -26,12 +26,19 @@ are its entities, and every word also gets [uv_1, uv_2, uv_1 - uv_2, |uv_1 - uv_
 peak_2] through a linear layer; the transformer then only has to combine that with the
 relation word ("left", "touch", ...).
 
-`locate` reads the same soft-argmax for named colours, so an auxiliary loss on block
-positions from the simulator's privileged state trains exactly the path the answers use.
+Not every entity is a colour: "the gripper" (or "the robot's hand") is one too. Such
+`entity_words` query the map through their learned projection, count as entities for the
+relation features ("is the gripper touching the red block" relates the gripper to the red
+block), and the auxiliary loss points them at the effector's projected position.
+
+`locate` reads the same soft-argmax for named things, so an auxiliary loss on block and
+effector positions from the simulator's privileged state trains exactly the path the
+answers use.
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,12 +63,15 @@ class WordGrounding(nn.Module):
     # whose colour is 0.3 closer than the grey table stands out by e^1.8 per cell and more
     INIT_LOG_SCALE = 3.0
 
-    def __init__(self, d: int, cells: int, vocabulary: list[str], hidden: int = 32):
+    def __init__(self, d: int, cells: int, vocabulary: list[str], hidden: int = 32,
+                 entity_words: Sequence[str] = ()):
         super().__init__()
         self.cells = cells
         rgb, is_colour = colour_prior(vocabulary)
+        is_entity = is_colour | np.isin(np.array(vocabulary, dtype=object), list(entity_words))
         self.register_buffer("word_rgb", torch.from_numpy(rgb), persistent=False)
         self.register_buffer("word_is_colour", torch.from_numpy(is_colour), persistent=False)
+        self.register_buffer("word_is_entity", torch.from_numpy(is_entity), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(3, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.features = 3 + hidden
         self.word_query = nn.Linear(d, self.features)        # for words that are not colour names
@@ -113,9 +123,9 @@ class WordGrounding(nn.Module):
         m = a.shape[-1]
         peak = torch.log(a.amax(dim=-1, keepdim=True) * m) / math.log(m)          # is it there at all?
         per_word = self.out(torch.cat([uv, peak], dim=-1))
-        # the first and second colour words are the question's entities (masks, no indexing)
-        colour = self.word_is_colour[word_ids].to(uv.dtype)                        # (N, L)
-        rank = torch.cumsum(colour, dim=1) * colour
+        # the first and second entity words are the question's entities (masks, no indexing)
+        entity = self.word_is_entity[word_ids].to(uv.dtype)                        # (N, L)
+        rank = torch.cumsum(entity, dim=1) * entity
         first, second = (rank == 1).to(uv.dtype).unsqueeze(-1), (rank == 2).to(uv.dtype).unsqueeze(-1)
         e1, e2 = (first * uv).sum(1), (second * uv).sum(1)                         # (N, 2), 0 if absent
         p1, p2 = (first * peak).sum(1), (second * peak).sum(1)

@@ -55,6 +55,9 @@ class TinyConfig:
     # the frame (models/grounding.py); `locate` then gives named blocks' image positions
     grounding: bool = True
     grounding_cells: int = 32
+    # words that are entities without being colours: they ground through a learned query and
+    # are supervised with the effector's image position (models/grounding.py)
+    grounding_entities: list[str] = dataclasses.field(default_factory=lambda: ["gripper", "hand"])
 
     def __post_init__(self) -> None:
         if self.d_model % self.heads:
@@ -97,7 +100,7 @@ class LateFusionWorldModel(WorldModel):
     image tokens. A subclass builds its image encoder, then calls `_build_fusion`, then
     `_init_weights`, and answers with `_answer_logits(image_tokens, ...)`. The config needs
     action_dim, max_steps, max_question_len, d_model, heads, mlp_ratio, dropout, layers,
-    grounding and grounding_cells."""
+    grounding, grounding_cells and grounding_entities."""
 
     def _build_fusion(self, c) -> None:
         d = c.d_model
@@ -114,7 +117,8 @@ class LateFusionWorldModel(WorldModel):
         self.register_buffer("answer_ids", torch.tensor([self.tokenizer.no_id, self.tokenizer.yes_id]),
                              persistent=False)
         # with grounding, `answer_logits_from_features` passes the colour map as `cells`
-        self.grounding = WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary) if c.grounding else None
+        self.grounding = (WordGrounding(d, c.grounding_cells, self.tokenizer.vocabulary,
+                                        entity_words=c.grounding_entities) if c.grounding else None)
 
     def _init_weights(self, skip_prefix: str | None = None) -> None:
         """Small normal init of positions, embeddings and every Linear (but those under
@@ -199,8 +203,9 @@ class LateFusionWorldModel(WorldModel):
         return features[:, :n_tokens], features[:, n_tokens:, :3]
 
     def locate(self, features: torch.Tensor, names: list[str]) -> torch.Tensor:
-        """(B, N, C) image features, C words (colour names) -> (B, C, 2) where in the frame (u, v
-        in [0, 1]) the grounding finds each; what the auxiliary localisation loss trains."""
+        """(B, N, C) image features, C words (colour names, entity words) -> (B, C, 2) where in
+        the frame (u, v in [0, 1]) the grounding finds each; what the auxiliary localisation
+        loss trains."""
         if self.grounding is None:
             raise RuntimeError("this model has no word grounding (grounding: false)")
         _, cells = self._split_cells(features, self.config.grid ** 2)

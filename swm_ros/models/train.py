@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,10 @@ class WorldModelTrainConfig:
     # model's word grounding finds each colour name vs the block's projected position (needs
     # a model with `grounding: true`); 0: answers only
     aux_loss_weight: float = 0.0
+    # start from this checkpoint directory's weights (same backend and parameter shapes; the
+    # model config may differ in what adds no parameters, e.g. grounding_entities): a new
+    # schedule from a trained model, where --resume continues the old one
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_threads"):
@@ -98,25 +102,30 @@ def lr_at(step: int, cfg: WorldModelTrainConfig) -> float:
 
 # ---- data ------------------------------------------------------------------------------
 class BlockTargets:
-    """Per row: where each colour's block is in the row's (cropped) frame, from the episode's
+    """Per row: where each colour's block is in the row's (cropped) frame, and where the
+    effector is (for the model's non-colour entity words, "gripper"), from the episode's
     privileged state, for the auxiliary localisation loss. Projections cached per episode."""
 
-    def __init__(self, ds, projector):
+    def __init__(self, ds, projector, entity_words: Sequence[str] = ()):
         self.ds, self.projector = ds, projector
-        self._uv: dict[int, tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]] = {}
+        self.names = list(ds.colors) + list(entity_words)
+        self._uv: dict[int, tuple[np.ndarray, np.ndarray, tuple[str, ...], tuple[str, ...]]] = {}
 
     def __call__(self, episodes: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from swm_ros.models.localisation import block_targets
 
+        n_entities = len(self.names) - len(self.ds.colors)
         targets, masks = [], []
         for e, t in zip(episodes.tolist(), frames.tolist()):
             if e not in self._uv:
                 st = self.ds.states(e)
-                self._uv[e] = (self.projector(st.object_position), st.object_colors, st.object_kinds)
-            uv, colours, kinds = self._uv[e]
+                self._uv[e] = (self.projector(st.object_position), self.projector(st.effector_position),
+                               st.object_colors, st.object_kinds)
+            uv, effector_uv, colours, kinds = self._uv[e]
             tgt, m = block_targets(self.ds.colors, colours, uv[t], kinds)
-            targets.append(tgt)
-            masks.append(m)
+            inside = bool(np.all((effector_uv[t] >= 0.0) & (effector_uv[t] <= 1.0)))
+            targets.append(np.concatenate([tgt, np.tile(effector_uv[t].astype(np.float32), (n_entities, 1))]))
+            masks.append(np.concatenate([m, np.full(n_entities, inside)]))
         return np.stack(targets), np.stack(masks)
 
 
@@ -183,6 +192,17 @@ def _block_projector(ds, model):
         robot = ep.meta.robot
     roi = model.image_processor.config.roi if model.image_processor is not None else None
     return BlockProjector(robot, camera, roi)
+
+
+def _init_from(model, backend: str, path: Path) -> None:
+    saved = read_checkpoint_config(path)
+    if saved["backend"] != backend or saved["vocabulary"] != model.vocabulary:
+        raise ConfigError(f"init_from {path}: backend {saved['backend']!r} and its vocabulary must match the "
+                          f"config's ({backend!r})")
+    try:
+        model.load_state_dict(_load_tensors(path / WEIGHTS_FILE))
+    except RuntimeError as err:          # missing/unexpected keys or shape mismatches
+        raise ConfigError(f"init_from {path}: its weights do not fit this model: {err}") from None
 
 
 @torch.no_grad()
@@ -303,7 +323,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
                                                              replace=False)) if len(val_ds) else np.zeros(0, int)
     targets = None
     if cfg.aux_loss_weight > 0:
-        targets = BlockTargets(train_ds, _block_projector(train_ds, model))
+        entities = [w for w in getattr(model.config, "grounding_entities", []) if w in model.tokenizer.ids]
+        targets = BlockTargets(train_ds, _block_projector(train_ds, model), entities)
     train_batch, val_batch = Batcher(train_ds, model, targets), Batcher(val_ds, model)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
 
@@ -323,6 +344,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             torch.set_rng_state(extra["torch_rng"])
     else:
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.init_from is not None:
+            _init_from(model, cfg.backend, Path(cfg.init_from))
     log = MetricsLog(metrics_path, resume_step=start if resume else None).append
     (out / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -353,7 +376,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             logits, feats = forward_batch(model, batch, with_features=True)
             loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
             if targets is not None:
-                aux = localisation_loss(model.locate(feats, train_ds.colors), batch["block_uv"],
+                aux = localisation_loss(model.locate(feats, targets.names), batch["block_uv"],
                                         batch["block_mask"])
                 loss = loss + cfg.aux_loss_weight * aux * (len(logits) / len(idx))
                 run_aux += float(aux.detach()) * len(logits)
