@@ -178,6 +178,12 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--policy",), dict(default="learned", help="base policy proposing chunks to the planner")),
         (("--proposals",), dict(type=int, default=8, help="chunks proposed per plan")),
         (("--plan-every",), dict(type=int, default=8, help="frames between plans")),
+        (("--graph",), dict(action="store_true", help="plan through the ROS 2 graph instead (config/graphs/"
+                                                      "replay.yaml: player -> policy -> planner -> controller in "
+                                                      "shadow mode, separate processes over DDS); --planner "
+                                                      "(default grad), --policy and --proposals apply")),
+        (("--rate",), dict(type=float, default=1.0, help="--graph: playback speed factor")),
+        (("--execute-steps",), dict(type=int, default=8, help="--graph: actions per plan (receding horizon)")),
         (("--json",), dict(action="store_true", help="print a JSON summary")),
         (("--robot",), dict(default="nicol", help="robot profile (camera and joint topic names)")),
         (("--camera",), dict(default="overhead", help="profile camera whose image topic is used")),

@@ -258,20 +258,27 @@ def stop_graph(procs: dict[str, subprocess.Popen], grace: float = 5.0) -> None:
                 pass
 
 
-def start_graph(graph: Graph, python: str = sys.executable, quiet: bool = False) -> dict[str, subprocess.Popen]:
-    """Start every node as its own process group; stop them with `stop_graph`."""
+def start_graph(graph: Graph, python: str = sys.executable, quiet: bool = False,
+                log_dir: Path | None = None) -> dict[str, subprocess.Popen]:
+    """Start every node as its own process group; stop them with `stop_graph`. Node output goes
+    to this terminal, nowhere (`quiet`) or to `<log_dir>/<node>.log`."""
     env = dict(os.environ)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")   # never multicast on the LAN by default
     env.setdefault("PYTHONUNBUFFERED", "1")
     procs: dict[str, subprocess.Popen] = {}
     for spec in graph.nodes:
         cmd = spec.command(python)
-        out = subprocess.DEVNULL if quiet else None
-        procs[spec.name] = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=out)
-        if not quiet:
+        if log_dir is not None:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            with open(Path(log_dir) / f"{spec.name}.log", "wb") as log:       # the child keeps its own handle
+                procs[spec.name] = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=log,
+                                                    stderr=subprocess.STDOUT)
+        else:
+            out = subprocess.DEVNULL if quiet else None
+            procs[spec.name] = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=out, stderr=out)
+        if not quiet and log_dir is None:
             print(f"[swm up] {spec.name} pid {procs[spec.name].pid}: {' '.join(cmd[1:])}", flush=True)
     return procs
-
 
 
 def run_graph(graph: Graph, duration: float | None = None, python: str = sys.executable) -> int:

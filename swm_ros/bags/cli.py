@@ -109,6 +109,7 @@ def cli_bag_from_episodes(args: Any) -> int:
 
 def cli_bag_eval(args: Any) -> int:
     from swm_ros.bags.evaluate import EvalConfig, evaluate_bag, write_report
+    from swm_ros.bags.graph_eval import GraphEvalConfig, evaluate_bag_in_graph
     from swm_ros.bags.plan_agreement import AgreementConfig
 
     cfg = EvalConfig(horizons_per_start=args.horizons_per_start, max_horizon=args.max_horizon,
@@ -116,16 +117,25 @@ def cli_bag_eval(args: Any) -> int:
     try:
         agreement = (AgreementConfig(planner=args.planner, policy=args.policy, proposals=args.proposals,
                                      plan_every=args.plan_every, camera=args.camera, seed=args.seed)
-                     if args.planner else None)
+                     if args.planner and not args.graph else None)
         result = evaluate_bag(args.bag, args.checkpoint, args.robot, _topics(args), cfg, progress=not args.json,
                               agreement=agreement)
-    except (BagError, ValueError, FileNotFoundError) as e:
+        if args.graph:
+            gcfg = GraphEvalConfig(planner=args.planner or "grad", policy=args.policy, proposals=args.proposals,
+                                   execute_steps=args.execute_steps, rate=args.rate,
+                                   world_model=args.checkpoint or "tiny", log_dir=f"{args.out}/logs")
+            result["graph"] = evaluate_bag_in_graph(args.bag, args.robot, _topics(args), gcfg,
+                                                    progress=not args.json)
+    except (BagError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     paths = write_report(result, args.out)
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "latency_ms"} |
-                         {"latency_ms": {k: v for k, v in result["latency_ms"].items() if k != "per_frame"}}))
+        summary = {k: v for k, v in result.items() if k not in ("latency_ms", "graph")}
+        summary["latency_ms"] = {k: v for k, v in result["latency_ms"].items() if k != "per_frame"}
+        if "graph" in result:
+            summary["graph"] = {k: v for k, v in result["graph"].items() if k != "rows"}
+        print(json.dumps(summary))
     else:
         print(paths["md"].read_text())
     return 0

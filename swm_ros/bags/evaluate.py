@@ -13,8 +13,8 @@ each from the image at t and the *recorded* actions t..t+h-1. Reported:
 
 `speedup` = seconds of bag time evaluated / wall seconds of the whole evaluation (reading
 and decoding the bag, labelling, the model): how much faster than real time a replay
-evaluation runs. The graph (camera -> world model -> planner -> shadow controller) is not
-involved here: this is the model on the bag's frames, in one process.
+evaluation runs. This is the model on the bag's frames, in one process; `swm bag eval --graph`
+adds (b) and (c) through the ROS 2 graph with the controller in shadow mode (bags/graph_eval.py).
 """
 from __future__ import annotations
 
@@ -198,11 +198,33 @@ def write_report(result: dict[str, Any], out: str | Path) -> dict[str, Path]:
     lines += [f"| {k} | {v['questions']} | {v['accuracy']:.3f} |" for k, v in fams.items()]
     lines += ["", "## Accuracy per horizon (actions)", "", "| h | questions | accuracy |", "|---|---|---|"]
     lines += [f"| {k} | {v['questions']} | {_fmt(v['accuracy'])} |" for k, v in result["per_horizon"].items()]
+    if "graph" in result:
+        lines += ["", "## Through the ROS 2 graph (controller in shadow mode)", ""] + _graph_lines(result["graph"])
     if result["problems"]:
         lines += ["", "## Problems (results are partial)", ""] + [f"- {p}" for p in result["problems"]]
     lines += ["", "![latency](latency.png)", "", "![accuracy](accuracy_per_family.png)", ""]
     paths["md"].write_text("\n".join(lines))
     return paths
+
+
+def _graph_lines(g: dict[str, Any]) -> list[str]:
+    c = g["config"]
+    head = (f"`{g['graph']}` graph at {c['rate']}x: `{c['policy']}` policy, {c['proposals']} proposals, "
+            f"planner `{c['planner']}`, {c['execute_steps']} actions per plan; replayed {', '.join(g['replayed_topics'])}.")
+    if not g["available"]:
+        return [head, "", f"No plan matched a recorded frame ({g['plans_unmatched']} unmatched; player exit code "
+                          f"{g['player_exit_code']}, nodes that exited early {g['nodes_exited_early']})."]
+    l2, cos, ms = g["l2_per_step"], g["xy_cosine"], g["plan_ms"]
+    return [head, "", "| what | value |", "|---|---|",
+            f"| plans (unmatched) | {g['plans']} ({g['plans_unmatched']}) |",
+            f"| (b) action L2 per step, planned / first proposal | {_fmt(l2['planned'])} / {_fmt(l2['base_proposal'])} |",
+            f"| (b) xy direction cosine, planned / first proposal | {_fmt(cos['planned'])} / "
+            f"{_fmt(cos['base_proposal'])} |",
+            f"| objective, chosen / best proposal | {_fmt(g['score']['chosen'])} / {_fmt(g['score']['base'])} |",
+            f"| (c) planning latency p50 / p90 / max (ms) | {ms['p50']:.0f} / {ms['p90']:.0f} / {ms['max']:.0f} |",
+            f"| shadow trajectories / arm commands | {g['shadow_trajectories']} / {g['arm_commands']} |",
+            f"| bag seconds / playback wall seconds | {g['bag_seconds']:.1f} / {g['playback_wall_seconds']:.1f} |",
+            f"| player exit code, nodes that exited early | {g['player_exit_code']}, {g['nodes_exited_early'] or 'none'} |"]
 
 
 def _agreement_cell(a: dict[str, Any]) -> str:
