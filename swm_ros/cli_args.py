@@ -171,6 +171,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--max-horizon",), dict(type=int, default=16, help="longest question horizon, actions")),
         (("--stride",), dict(type=int, default=1, help="evaluate every k-th frame")),
         (("--max-frames",), dict(type=int, default=0, help="stop after this many frames (0: all)")),
+        (("--max-seconds",), dict(type=float, default=0.0, help="read and evaluate only the bag's first "
+                                                               "seconds (0: all)")),
         (("--seed",), dict(type=int, default=0, help="question sampling seed")),
         (("--planner",), dict(default=None, help="also plan from the recorded frames with this planner config "
                                                  "(grad, mppi, cem, rank or a YAML) and report agreement with the "

@@ -312,6 +312,30 @@ def test_bag_eval_reports_accuracy_latency_and_no_planner(tmp_path):
     assert "answer accuracy" in paths["md"].read_text() and paths["latency"].stat().st_size > 0
 
 
+def test_bag_prefix_reads_only_its_seconds(tmp_path):
+    """end_ns / max_seconds read a prefix of the bag: messages before the bound only (the rest
+    unread, so the metadata's counts are not checked), episodes cut at the bound."""
+    from swm_ros.bags.evaluate import EvalConfig, evaluate_bag
+    from swm_ros.models.registry import build_world_model
+    from swm_ros.resources import config_path
+
+    sent, _ = _write_sample_bag(tmp_path / "small", n=5)
+    r = BagReader(tmp_path / "small")
+    assert r.start_ns == 1_000_000_000
+    prefix = [(m.topic, m.log_time) for m in r.messages(end_ns=r.start_ns + 250_000_000)]
+    assert prefix == [(t, ts) for t, ts, _ in sent if ts < 1_250_000_000] and len(prefix) == 6
+
+    ep_path = _episode(tmp_path / "ep_000000.h5", n=15)
+    episodes_to_bag([ep_path], tmp_path / "bag")
+    eps = read_bag_episodes(tmp_path / "bag", max_seconds=0.75)
+    assert len(eps) == 1 and 6 <= len(eps[0].images) <= 9 and len(eps[0].images) == len(eps[0].actions) + 1
+    full = read_bag_episodes(tmp_path / "bag")[0]
+    np.testing.assert_array_equal(eps[0].images, full.images[:len(eps[0].images)])
+    model = build_world_model("tiny", yaml.safe_load(config_path("models", "tiny.yaml").read_text()))
+    res = evaluate_bag(tmp_path / "bag", model=model, cfg=EvalConfig(max_horizon=4, max_seconds=0.75), progress=False)
+    assert res["frames"] == len(eps[0].images) and res["bag_seconds"] <= 0.75 + 1e-9
+
+
 def test_chunk_agreement_arithmetic():
     from swm_ros.bags.plan_agreement import chunk_agreement
 

@@ -277,6 +277,23 @@ def test_entity_words_are_the_question_entities_for_relations():
     torch.testing.assert_close(*same)                     # no gripper: the two agree
 
 
+def test_one_frame_many_questions_grounds_each_word_once_with_the_same_answers():
+    """Features of one frame (batch 1) with a different question per row take the shortcut
+    (each distinct word grounded once); the answers equal those of the per-row path."""
+    torch.manual_seed(0)
+    m = TinyWorldModel(CONFIGS["grounded"]).eval()
+    img = np.random.default_rng(0).integers(0, 255, (1, 64, 64, 3), dtype=np.uint8)
+    questions = QUESTIONS[:3] * 2
+    tokens = m.tokenize(questions)[:, None, :]
+    actions, mask = _actions(6, 5), torch.ones(6, 5, dtype=torch.bool)
+    mask[::2, 3:] = False
+    with torch.no_grad():
+        feats = m.encode_image(img)
+        one = m.answer_logits_from_features(feats, actions, tokens, mask)
+        per_row = m.answer_logits_from_features(feats.expand(6, -1, -1), actions, tokens, mask)
+    torch.testing.assert_close(one, per_row, atol=1e-5, rtol=1e-5)
+
+
 def test_shipped_config_matches_the_dataclass():
     from swm_ros.config import load_config
     cfg = load_config(TinyConfig, Path(__file__).resolve().parents[1] / "config" / "models" / "tiny.yaml")

@@ -113,7 +113,8 @@ def cli_bag_eval(args: Any) -> int:
     from swm_ros.bags.plan_agreement import AgreementConfig
 
     cfg = EvalConfig(horizons_per_start=args.horizons_per_start, max_horizon=args.max_horizon,
-                     start_stride=args.stride, seed=args.seed, max_frames=args.max_frames)
+                     start_stride=args.stride, seed=args.seed, max_frames=args.max_frames,
+                     max_seconds=args.max_seconds)
     try:
         agreement = (AgreementConfig(planner=args.planner, policy=args.policy, proposals=args.proposals,
                                      plan_every=args.plan_every, camera=args.camera, seed=args.seed)

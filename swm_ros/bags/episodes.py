@@ -198,8 +198,9 @@ def _executed_actions(chunks: list[tuple[int, Any]]) -> list[tuple[int, np.ndarr
 
 
 def read_bag_episodes(bag: str | Path | BagReader, robot: str = "nicol", topics: BagTopics | None = None,
-                      min_frames: int = 2) -> list[BagEpisode]:
-    """Cut a labelled bag into episodes (see the module docstring). Errors list the bag's topics."""
+                      min_frames: int = 2, max_seconds: float | None = None) -> list[BagEpisode]:
+    """Cut a labelled bag into episodes (see the module docstring). Errors list the bag's topics.
+    `max_seconds`: only the bag's first seconds are read (the last episode may end early)."""
     from swm_ros.robots.profile import load_robot_profile
 
     reader = bag if isinstance(bag, BagReader) else BagReader(bag)
@@ -218,7 +219,13 @@ def read_bag_episodes(bag: str | Path | BagReader, robot: str = "nicol", topics:
     tasks: list[tuple[int, Any]] = []
     image_times: list[int] = []
     sel = need + ([topics.task_info] if topics.task_info in reader.topics else [])
-    for m in reader.messages(sel):
+    end_ns = None
+    if max_seconds:
+        start = reader.start_ns
+        if start is None:                                  # no statistics (unfinished file): peek
+            start = next((m.log_time for m in reader.messages(sel, end_ns=2**63 - 1)), 0)
+        end_ns = start + int(max_seconds * NS)
+    for m in reader.messages(sel, end_ns=end_ns):
         if m.topic == topics.image:
             image_times.append(m.log_time)
         elif m.topic == topics.task_info:
@@ -233,6 +240,8 @@ def read_bag_episodes(bag: str | Path | BagReader, robot: str = "nicol", topics:
         lo, hi = bounds[i], bounds[i + 1]
         chunks = [(t, c) for t, c in series[topics.action_chunk] if lo <= t < hi]
         executed = [(t, a, d) for t, a, d in _executed_actions(chunks) if t < hi] if chunks else []
+        if end_ns is not None:        # a prefix: every frame, the one after the last action too, inside it
+            executed = [(t, a, d) for t, a, d in executed if t + int(round(d * NS)) < end_ns]
         if len(executed) + 1 < min_frames:
             continue
         frame_t = [t for t, _, _ in executed] + [executed[-1][0] + int(round(executed[-1][2] * NS))]
@@ -246,7 +255,7 @@ def read_bag_episodes(bag: str | Path | BagReader, robot: str = "nicol", topics:
             wanted_img.setdefault(k, []).append((p_i, f_i))
     frames: dict[tuple[int, int], np.ndarray] = {}
     k = -1
-    for m in reader.messages([topics.image]):
+    for m in reader.messages([topics.image], end_ns=end_ns):
         k += 1
         if k in wanted_img:
             rgb = image_to_rgb(reader.decode(m), where=f"{m.topic} at {m.log_time / NS:.3f} s")

@@ -38,6 +38,7 @@ class EvalConfig:
     start_stride: int = 1              # evaluate every k-th frame
     seed: int = 0
     max_frames: int = 0                # 0 = all frames
+    max_seconds: float = 0.0           # > 0: only the bag's first seconds are read and evaluated
     threads: int = 1                   # torch intra-op threads
 
 
@@ -64,7 +65,7 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
     model.eval()
     planned = PlanAgreement(agreement, model) if agreement is not None else None
     reader = BagReader(bag)
-    episodes = read_bag_episodes(reader, robot, topics)
+    episodes = read_bag_episodes(reader, robot, topics, max_seconds=cfg.max_seconds or None)
     scfg = SAQAConfig(horizons_per_start=cfg.horizons_per_start, max_horizon=cfg.max_horizon,
                       start_stride=cfg.start_stride, balance=False, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -87,20 +88,15 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
                 break
             idx = np.asarray(by_t[t])
             h = rows["h"][idx].astype(int)
-            hmax = max(1, int(h.max()))
-            acts = np.zeros((len(idx), hmax, ep.actions.shape[1]), np.float32)
-            mask = np.zeros((len(idx), hmax), bool)
-            for j, hh in enumerate(h):
-                acts[j, :hh] = ep.actions[t: t + hh]
-                mask[j, :hh] = True
             questions = [table.texts[q] for q in rows["question"][idx]]
             t0 = time.perf_counter()
             with torch.no_grad():
+                # one image for all of the frame's questions: features of batch 1, which the model
+                # broadcasts (and grounds each word once) instead of copying per question
                 feats = model.encode_image(ep.images[t][None])
                 tokens = model.tokenize(questions)[:, None, :]
-                logits = model.answer_logits_from_features(feats, torch.from_numpy(acts), tokens,
-                                                           torch.from_numpy(mask))
-                p_yes = logits.softmax(-1)[:, 0, 1].numpy()
+                acts, mask = _actions(ep.actions, t, h)
+                p_yes = model.answer_logits_from_features(feats, acts, tokens, mask).softmax(-1)[:, 0, 1].numpy()
             latencies.append((time.perf_counter() - t0) * 1e3)
             correct.append((p_yes > 0.5) == rows["answer"][idx].astype(bool))
             answers.append(rows["answer"][idx].astype(bool))
@@ -148,6 +144,19 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
                          "labelling and the model, one process, no DDS)",
         "problems": list(reader.problems) + [p for e in episodes for p in e.problems],
     }
+
+
+def _actions(actions: np.ndarray, t: int, horizons: np.ndarray):
+    """The recorded actions t..t+h-1 for each horizon h, padded to the longest: (actions, mask)."""
+    import torch
+
+    hmax = max(1, int(horizons.max()))
+    acts = np.zeros((len(horizons), hmax, actions.shape[1]), np.float32)
+    mask = np.zeros((len(horizons), hmax), bool)
+    for j, hh in enumerate(horizons):
+        acts[j, :hh] = actions[t: t + hh]
+        mask[j, :hh] = True
+    return torch.from_numpy(acts), torch.from_numpy(mask)
 
 
 def write_report(result: dict[str, Any], out: str | Path) -> dict[str, Path]:

@@ -128,6 +128,7 @@ class BagReader:
         self.topics: dict[str, TopicInfo] = {}
         self.store = jazzy_typestore()
         self._files = []
+        self._start_ns: int | None = None     # first message's log time, from the files' statistics
         if not self.path.exists():
             raise BagError(f"{self.path}: no such bag (directory or .mcap file)")
         if self.path.is_dir():
@@ -209,6 +210,9 @@ class BagReader:
                 if summary.statistics is not None:
                     for cid, n in summary.statistics.channel_message_counts.items():
                         stats[channels[cid].topic] += n
+                    if summary.statistics.message_count:
+                        first = summary.statistics.message_start_time
+                        self._start_ns = first if self._start_ns is None else min(self._start_ns, first)
                 else:
                     have_stats = False
             for ch in channels.values():
@@ -260,11 +264,18 @@ class BagReader:
             raise BagTopicsError(f"{self.path}: {what} needs topic(s) {missing}; the bag has: "
                                  + ", ".join(f"{t.name} [{t.msgtype}]" for t in self.topics.values()))
 
-    def messages(self, topics: Iterable[str] | None = None, report: ReadReport | None = None
-                 ) -> Iterator[BagMessage]:
+    @property
+    def start_ns(self) -> int | None:
+        """Log time of the bag's first message, or None when no file has statistics (unfinished)."""
+        return self._start_ns
+
+    def messages(self, topics: Iterable[str] | None = None, report: ReadReport | None = None,
+                 end_ns: int | None = None) -> Iterator[BagMessage]:
         """Messages in log-time order (file order for an unfinished file), checked against the counts.
 
         `topics` selects (None: all). Unknown topic names are an error listing the bag's topics.
+        `end_ns`: only messages logged before it (a prefix of the bag: the MCAP chunk index skips
+        the rest unread); the counts then cannot be checked against the metadata's.
         """
         wanted = None if topics is None else list(topics)
         if wanted is not None:
@@ -272,10 +283,12 @@ class BagReader:
         report = report if report is not None else ReadReport()
         report.expected = {t: self.topics[t].count for t in (wanted or self.topics)}
         for f in self.files:
-            yield from self._file_messages(f, wanted, report)
-        self._check_counts(report)
+            yield from self._file_messages(f, wanted, report, end_ns)
+        if end_ns is None:
+            self._check_counts(report)
 
-    def _file_messages(self, f: Path, wanted: list[str] | None, report: ReadReport) -> Iterator[BagMessage]:
+    def _file_messages(self, f: Path, wanted: list[str] | None, report: ReadReport,
+                       end_ns: int | None = None) -> Iterator[BagMessage]:
         fh = open(f, "rb")
         try:
             try:
@@ -284,7 +297,7 @@ class BagReader:
             except Exception:  # noqa: BLE001 - no footer / summary: read the records front to back
                 ordered = False
             if ordered:
-                it = reader.iter_messages(topics=wanted, log_time_order=True)
+                it = reader.iter_messages(topics=wanted, log_time_order=True, end_time=end_ns)
             else:
                 fh.seek(0)
                 it = NonSeekingReader(fh, validate_crcs=True).iter_messages(topics=wanted, log_time_order=False)
@@ -303,6 +316,8 @@ class BagReader:
                     report.problems.append(text)
                     self.problems.append(text)
                     return
+                if end_ns is not None and msg.log_time >= end_ns:      # unordered file: filter here
+                    continue
                 msgtype = schema.name if schema is not None else self.topics.get(channel.topic, TopicInfo("", "", 0)).msgtype
                 report.counts[channel.topic] += 1
                 yield BagMessage(channel.topic, msgtype, msg.log_time, msg.publish_time, msg.data)

@@ -188,7 +188,7 @@ def run_bench(sim_seconds: float = 300.0, speed: float = 2.0, size: int = 224, i
     size_bytes = sum(f.stat().st_size for f in bag.iterdir())
     model, model_name = _eval_model(checkpoint)
     # the evaluation runs alone once recording is over: it may use both cores
-    ev = evaluate_bag(bag, model=model, cfg=EvalConfig(max_frames=int(eval_seconds * 10), threads=eval_threads),
+    ev = evaluate_bag(bag, model=model, cfg=EvalConfig(max_seconds=eval_seconds, threads=eval_threads),
                       progress=False)
     result = {
         "recorded": report.total,

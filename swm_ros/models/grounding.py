@@ -115,13 +115,30 @@ class WordGrounding(nn.Module):
         logits = 2 * query @ cells.transpose(1, 2) - (cells * cells).sum(-1).unsqueeze(1)
         return torch.softmax(logits * self.log_scale.exp(), dim=-1)
 
+    def locations(self, word_ids: torch.Tensor, word_vecs: torch.Tensor,
+                  cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each word's attention lands: uv (N, L, 2) in [-1, 1] and peak (N, L, 1)."""
+        a = self.attention(word_ids, word_vecs, cells)
+        uv = (a @ self.cell_uv) * 2 - 1
+        m = a.shape[-1]
+        peak = torch.log(a.amax(dim=-1, keepdim=True) * m) / math.log(m)          # is it there at all?
+        return uv, peak
+
     def forward(self, word_ids: torch.Tensor, word_vecs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """One question per row, its last position the <answer>: word ids (N, L), embeddings
         (N, L, d), cell features phi(colours) (N, M, f) -> what to add to each position (N, L, d)."""
-        a = self.attention(word_ids, word_vecs, cells)
-        uv = (a @ self.cell_uv) * 2 - 1                                            # (N, L, 2) in [-1, 1]
-        m = a.shape[-1]
-        peak = torch.log(a.amax(dim=-1, keepdim=True) * m) / math.log(m)          # is it there at all?
+        uv, peak = self.locations(word_ids, word_vecs, cells)
+        return self._combine(word_ids, uv, peak)
+
+    def forward_one_image(self, word_ids: torch.Tensor, embedding: nn.Embedding, cells: torch.Tensor) -> torch.Tensor:
+        """`forward` for rows that all see one image (cells (1, M, f)), e.g. a recorded frame's
+        many questions: a word's position depends only on the word and the image, so each
+        distinct word is grounded once and gathered (same values, a fraction of the work)."""
+        unique, inverse = torch.unique(word_ids, return_inverse=True)
+        uv, peak = self.locations(unique[None], embedding(unique)[None], cells)
+        return self._combine(word_ids, uv[0][inverse], peak[0][inverse])
+
+    def _combine(self, word_ids: torch.Tensor, uv: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
         per_word = self.out(torch.cat([uv, peak], dim=-1))
         # the first and second entity words are the question's entities (masks, no indexing)
         entity = self.word_is_entity[word_ids].to(uv.dtype)                        # (N, L)

@@ -224,6 +224,10 @@ class LateFusionWorldModel(WorldModel):
             words = words[:cells.shape[0]]
         rows, length = words.shape[0], words.shape[2]
         ids = words.reshape(rows * q, length)
+        if cells.shape[0] == 1 and rows > 1 and not torch.jit.is_tracing():
+            # one frame, many different questions (bag evaluation): ground each word once
+            g = self.grounding.forward_one_image(ids, self.word_emb, self.grounding.phi(cells))
+            return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1)
         cells = self.grounding.phi(cells).expand(rows, -1, -1)                  # phi once per image
         cells = cells.unsqueeze(1).expand(rows, q, -1, -1)
         per_question = cells.reshape(rows * q, *cells.shape[2:])
