@@ -10,8 +10,11 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--duration",), dict(type=float, default=None, help="stop the graph after this many seconds")),
     ],
     "cli_demo": [
-        (("--episodes",), dict(type=int, default=3, help="seeded episodes to run")),
-        (("--task",), dict(default="push", help="task family")),
+        (("--episodes",), dict(type=int, default=3, help="seeded episodes per method")),
+        (("--task",), dict(default="reach", help="task family")),
+        (("--methods",), dict(default="base,swm", help="comma list: base (policy alone), swm (with the planner)")),
+        (("--policy",), dict(default="noisy", help="base policy: noisy | learned | scripted | random")),
+        (("--planner",), dict(default="grad", help="planner config for swm: grad | mppi | cem | rank")),
         (("--out",), dict(default="runs/demo", help="report directory")),
     ],
     "cli_bench_planner": [
