@@ -29,7 +29,8 @@ ON_TOP = "Is the red block on top of the blue block?"
 
 class HandModel(WorldModel):
     """A hand-made world model: logit(yes) - logit(no) of a question is a known function of the
-    actions (`rules[question](actions (B, T, A)) -> (B,)`); logits are [0, margin]."""
+    actions (`rules[question](actions (B, T, A)) -> (B,)`); logits are [0, margin]. Like a real
+    model it answers only for the steps `action_mask` keeps (a masked tail is not there)."""
 
     backend = "hand"
 
@@ -47,7 +48,11 @@ class HandModel(WorldModel):
     def answer_logits_from_features(self, features, actions, question_tokens, action_mask=None):
         self.calls.append(int(actions.shape[0]))
         texts = [self.tokenizer.decode(row) for row in question_tokens]
-        margins = torch.stack([self.rules[t](actions) for t in texts], dim=1)         # (B, Q)
+        if action_mask is None:
+            margins = torch.stack([self.rules[t](actions) for t in texts], dim=1)     # (B, Q)
+        else:                                # row by row, each cut to its kept steps
+            margins = torch.stack([torch.stack([self.rules[t](actions[i:i + 1, :int(action_mask[i].sum())])[0]
+                                                for t in texts]) for i in range(len(actions))])
         return torch.stack([torch.zeros_like(margins), margins], dim=-1)
 
 
@@ -171,10 +176,10 @@ def test_model_calls_are_batched_and_split_by_max_batch() -> None:
     qs = RenderedQuestions((TOUCH,), (1.0,), (1.0,))
     chunks = torch.rand(10, 16, 5) * 2 - 1
     whole = ModelObjective(model, torch.zeros(1, 1, 1), qs, ObjectiveConfig(8, "mean", max_batch=64)).score(chunks)
-    assert model.calls == [10, 10]                          # one call per prefix length
+    assert model.calls == [20]                              # 10 chunks x 2 prefixes in one call
     model.calls.clear()
     split = ModelObjective(model, torch.zeros(1, 1, 1), qs, ObjectiveConfig(8, "mean", max_batch=4)).score(chunks)
-    assert model.calls == [4, 4, 2, 4, 4, 2]
+    assert model.calls == [4, 4, 4, 4, 4]                   # at most max_batch rows (chunk x prefix) a call
     assert torch.allclose(whole, split)
 
 

@@ -92,6 +92,29 @@ def test_gradient_reaches_the_box_edge_and_never_leaves_the_box() -> None:
     assert np.abs(out.best).max() <= 0.5 + 1e-6
 
 
+def test_gradient_refine_top_climbs_from_the_best_proposal_only() -> None:
+    """refine_top 1: every proposal is scored once, then only the best-scoring one moves; the
+    base score is still the best raw proposal, and the climb improves on it."""
+    objective = Bowl(_goal())
+    props = _proposals(4)
+    seen = []
+    inner = objective.scores
+
+    def watch(x):
+        seen.append(x.detach().clone())
+        return inner(x)
+
+    objective.scores = watch
+    out = optimise_gradient(props, objective, GradientConfig(lr=0.1, iterations=20, refine_top=1))
+    raw = Bowl(_goal()).score(props)
+    assert len(seen[0]) == 4 and all(len(x) == 1 for x in seen[1:])
+    torch.testing.assert_close(seen[1][0], props[int(raw.argmax())])
+    assert out.base_score == pytest.approx(float(raw.max()), abs=1e-6) == out.iteration_scores[0]
+    assert out.best_score > out.base_score + 0.2 and len(out.iteration_scores) == 21
+    with pytest.raises(ValueError, match="refine_top"):
+        GradientConfig(refine_top=-1)
+
+
 @pytest.mark.parametrize("method", ["mppi", "cem"])
 def test_sampling_optimisers_stay_in_the_box(method: str) -> None:
     out = optimise(method, _proposals(), Bowl(_goal(outside=True)), CONFIGS[method], bound=0.7,

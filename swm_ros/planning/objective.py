@@ -46,7 +46,7 @@ _P_EPS = 1e-6
 class ObjectiveConfig:
     prefix_step: int = 8            # c: score the prefixes c, 2c, ..., H (the paper's action_skip)
     aggregate: str = "mean"         # over prefixes: mean | sum | max | last
-    max_batch: int = 256            # candidate chunks per model call
+    max_batch: int = 256            # rows (candidate chunk x prefix) per model call
 
     def __post_init__(self) -> None:
         if self.prefix_step < 1:
@@ -155,15 +155,19 @@ class ModelObjective(PrefixObjective):
         self.tokens = model.tokenize(list(questions.questions))
 
     def yes_margins(self, candidates: torch.Tensor) -> torch.Tensor:
-        n, h, _ = candidates.shape
-        per_prefix = []
-        for length in prefix_lengths(h, self.config.prefix_step):
-            parts = [self.model.answer_logits_from_features(self.features, candidates[s:s + self.config.max_batch,
-                                                                                      :length], self.tokens)
-                     for s in range(0, n, self.config.max_batch)]
-            logits = torch.cat(parts)                                      # (N, Q, 2)
-            per_prefix.append(logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX])
-        return torch.stack(per_prefix, dim=1)
+        n, h, a = candidates.shape
+        lengths = torch.tensor(prefix_lengths(h, self.config.prefix_step), device=candidates.device)
+        p = len(lengths)
+        # every prefix of every candidate in one batch: the whole chunk with its later steps
+        # masked out (masked action tokens are never attended to, so a prefix answers as if cut
+        # there); one model call instead of one per prefix, which is most of the cost at small N
+        rows = candidates.unsqueeze(1).expand(n, p, h, a).reshape(n * p, h, a)
+        masks = (torch.arange(h, device=candidates.device)[None, :] < lengths[:, None]).repeat(n, 1)
+        step = self.config.max_batch
+        logits = torch.cat([self.model.answer_logits_from_features(self.features, rows[s:s + step], self.tokens,
+                                                                   masks[s:s + step])
+                            for s in range(0, n * p, step)])                        # (N * P, Q, 2)
+        return (logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX]).reshape(n, p, -1)
 
 
 # chunks (each (T, A), T may differ) -> p(yes) (len(chunks), Q), for this objective's questions

@@ -38,8 +38,13 @@ class GradientConfig:
     grad_clip: float = 1.0          # max gradient norm per candidate chunk; 0 = no clipping
     target: str = "logit_margin"    # what the steps climb: probability | logit_margin
     max_seconds: float = 0.0
+    # > 0: score every proposal once, then spend the gradient steps on the best `refine_top`
+    # (the paper refines one chunk); 0: every proposal is refined (best of N)
+    refine_top: int = 0
 
     def __post_init__(self) -> None:
+        if self.refine_top < 0:
+            raise ValueError(f"refine_top must be >= 0, got {self.refine_top}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.target not in ("probability", "logit_margin"):
@@ -160,16 +165,25 @@ def optimise_gradient(proposals: torch.Tensor, objective: Objective, config: Gra
         raise ValueError("gradient planning needs a differentiable objective (the world model in this "
                          "process); a remote world model only answers probabilities: use mppi, cem or rank")
     t0 = time.perf_counter()
-    x = _check_inputs(proposals, bound).clone().requires_grad_(True)
+    x = _check_inputs(proposals, bound)
+    best, base = _Best(x), None
+    if 0 < cfg.refine_top < len(x):
+        # rank all proposals without a graph, then climb from the best few: the gradient steps,
+        # forward and backward, cost a fraction (refine_top / N) of refining all of them
+        with torch.no_grad():
+            prob = objective.scores(x).probability
+        best.offer(x, prob)
+        base = best.score
+        x = x[torch.topk(prob, cfg.refine_top).indices]
+    x = x.clone().requires_grad_(True)
     opt = (torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD)([x], lr=cfg.lr)
-    best, base = _Best(x), 0.0
     final = torch.zeros(0)
     for it in range(cfg.iterations + 1):
         s = objective.scores(x)
         prob = s.probability.detach()
         best.offer(x, prob)
         best.record()
-        if it == 0:
+        if base is None:
             base = best.score
         final = prob
         if it == cfg.iterations or _out_of_time(t0, cfg.max_seconds):
