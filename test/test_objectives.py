@@ -181,6 +181,13 @@ def test_model_calls_are_batched_and_split_by_max_batch() -> None:
     split = ModelObjective(model, torch.zeros(1, 1, 1), qs, ObjectiveConfig(8, "mean", max_batch=4)).score(chunks)
     assert model.calls == [4, 4, 4, 4, 4]                   # at most max_batch rows (chunk x prefix) a call
     assert torch.allclose(whole, split)
+    model.calls.clear()
+    many = torch.rand(40, 16, 5) * 2 - 1                    # 80 rows > MERGE_ROWS: one call per prefix
+    per_prefix = ModelObjective(model, torch.zeros(1, 1, 1), qs, ObjectiveConfig(8, "mean", max_batch=64)).score(many)
+    assert model.calls == [40, 40]
+    merged = torch.cat([ModelObjective(model, torch.zeros(1, 1, 1), qs, ObjectiveConfig(8, "mean")).score(many[s:s + 10])
+                        for s in range(0, 40, 10)])
+    assert torch.allclose(per_prefix, merged, atol=1e-6)
 
 
 def test_score_is_differentiable_in_the_actions() -> None:
