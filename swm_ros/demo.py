@@ -107,6 +107,16 @@ class _Supervisor:
                 setattr(self, name, getattr(self, name) + 1)
         return callback
 
+    def wait_for_subscribers(self, topics: dict[str, int], timeout: float = 120.0) -> None:
+        """Until each topic has that many subscribers (the nodes behind them have loaded their
+        models): an episode started earlier would run its first seconds without them."""
+        t_end = time.monotonic() + timeout
+        while any(self.node.count_subscribers(t) < n for t, n in topics.items()):
+            if time.monotonic() > t_end:
+                counts = {t: self.node.count_subscribers(t) for t in topics}
+                raise RuntimeError(f"the graph did not come up in {timeout:.0f} s: subscribers {counts}")
+            time.sleep(0.1)
+
     def reset(self, task: str, seed: int, timeout: float = 30.0) -> str:
         if not self.reset_client.wait_for_service(timeout_sec=timeout):
             raise RuntimeError("sim_node/reset did not appear: is the graph up?")
@@ -174,12 +184,15 @@ def run_demo(task: str = "reach", episodes: int = 3, out: str | Path = "runs/dem
         args = {"robot": robot, "task": task, "seed": str(first_seed), "headless": "true", "policy": policy}
         if graph_name == "swm":
             args["planner"] = planner
-        procs = start_graph(resolve_graph(graph_name, args), quiet=True)
+        procs = start_graph(resolve_graph(graph_name, args), log_dir=out / "logs" / method)
         print(f"[demo] {method}: graph {graph_name} up: {', '.join(procs)} (separate processes over DDS)",
               flush=True)
         supervisor = None
         try:
             supervisor = _Supervisor(robot)
+            # the controller takes chunks; in the swm graph the planner takes the proposals
+            supervisor.wait_for_subscribers({"/action_chunk": 1} | ({"/action_proposals": 1}
+                                                                    if graph_name == "swm" else {}))
             for i in range(episodes):
                 seed = first_seed + i
                 r = supervisor.run_episode(method, task, seed, max_steps=max_steps, control_dt=profile.control_dt)

@@ -79,6 +79,10 @@ class PolicyNode(Node):
         self.pub_chunk = self.create_publisher(ActionChunk, "action_chunk", qos.COMMAND)
         self.pub_props = self.create_publisher(ActionProposals, "action_proposals", qos.COMMAND)
         self.timer = self.create_timer(self.p.replan_period, self._plan, callback_group=plan)
+        # a new episode starts the loop at once: the controller is idle and sends no "ready"
+        # (one-shot, EPISODE_KICK s later, so the new episode's first world_state is in)
+        self._kick = self.create_timer(self.EPISODE_KICK, self._on_kick, callback_group=plan)
+        self._kick.cancel()
         self.get_logger().info(f"policy {self.p.policy!r}, {self.p.num_proposals} proposal(s), image from "
                                f"{self.resolve_topic_name(cam.topic)}")
 
@@ -122,10 +126,20 @@ class PolicyNode(Node):
         with self._lock:
             self._world = (conv.to_seconds(msg.header.stamp), msg)
 
+    EPISODE_KICK = 0.2
+
     def _on_task(self, msg: TaskInfo) -> None:
         with self._lock:
+            new_episode = self._task is not None and self._task.episode != msg.episode
             self._task = msg
         self.get_logger().info(f"task: {msg.instruction} (episode {msg.episode}, seed {msg.seed})")
+        if new_episode and self.p.replan_on_ready:
+            self._kick.reset()
+
+    def _on_kick(self) -> None:
+        self._kick.cancel()
+        self.timer.reset()
+        self._plan()
 
     def _on_ready(self, msg: Bool) -> None:
         if msg.data and self.p.replan_on_ready:
