@@ -46,6 +46,19 @@ def _proposals(n: int = 4, seed: int = 0) -> torch.Tensor:
     return (torch.rand((n, H, A), generator=g) * 2 - 1) * 0.8
 
 
+def _watch(objective: Bowl) -> list[torch.Tensor]:
+    """Record every candidate batch the optimiser scores (a copy), in order."""
+    seen: list[torch.Tensor] = []
+    inner = objective.scores
+
+    def watch(x):
+        seen.append(x.detach().clone())
+        return inner(x)
+
+    objective.scores = watch
+    return seen
+
+
 CONFIGS = {
     "grad": GradientConfig(lr=0.1, iterations=30),
     "mppi": MPPIConfig(samples=64, iterations=8, temperature=0.02),
@@ -75,14 +88,7 @@ def test_each_optimiser_improves_a_known_objective(method: str) -> None:
 
 def test_gradient_reaches_the_box_edge_and_never_leaves_the_box() -> None:
     objective = Bowl(_goal(outside=True))
-    x_seen = []
-    inner = objective.scores
-
-    def watch(x):
-        x_seen.append(x.detach().clone())
-        return inner(x)
-
-    objective.scores = watch
+    x_seen = _watch(objective)
     out = optimise_gradient(_proposals(), objective, GradientConfig(lr=0.2, iterations=40), bound=1.0)
     assert all(float(x.abs().max()) <= 1.0 + 1e-6 for x in x_seen)     # every iterate was inside the box
     assert np.allclose(out.best[:, 0], 1.0, atol=1e-3) and np.allclose(out.best[:, 1], -1.0, atol=1e-3)
@@ -97,14 +103,7 @@ def test_gradient_refine_top_climbs_from_the_best_proposal_only() -> None:
     base score is still the best raw proposal, and the climb improves on it."""
     objective = Bowl(_goal())
     props = _proposals(4)
-    seen = []
-    inner = objective.scores
-
-    def watch(x):
-        seen.append(x.detach().clone())
-        return inner(x)
-
-    objective.scores = watch
+    seen = _watch(objective)
     out = optimise_gradient(props, objective, GradientConfig(lr=0.1, iterations=20, refine_top=1))
     raw = Bowl(_goal()).score(props)
     assert len(seen[0]) == 4 and all(len(x) == 1 for x in seen[1:])

@@ -162,8 +162,8 @@ class PlannerNode(Node):
         this one when it arrives."""
         from swm_ros.envs.base import TaskSpec
 
-        profile = self.profile.cameras[self.p.camera]
-        blank = np.zeros((profile.height, profile.width, 3), np.uint8)
+        cam = self.profile.cameras[self.p.camera]
+        blank = np.zeros((cam.height, cam.width, 3), np.uint8)
         try:
             self.planner.set_task(TaskSpec("reach", ("red_block",), "warm-up"))
             self.planner.plan(blank, np.zeros((1, 16, len(ACTION_NAMES)), np.float32))
