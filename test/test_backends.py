@@ -165,6 +165,9 @@ def test_padding_cache_and_row_independence(backend, config):
         cached = model.answer_logits_from_features(feats, _actions(6, 5, seed=4), model.tokenize(QUESTIONS))
         full = model.answer_logits(imgs[:1].expand(6, -1, -1, -1), _actions(6, 5, seed=4), QUESTIONS)
         assert (cached - full).abs().max() < 1e-5
+        prepared = model.prepare_questions(feats, model.tokenize(QUESTIONS))                    # a planner's cache
+        again = model.answer_logits_from_features(feats, _actions(6, 5, seed=4), prepared)
+        assert (again - cached).abs().max() < 1e-5
     with pytest.raises(ValueError):
         model.answer_logits(imgs, torch.zeros(3, 4, ACTION_DIM + 1), QUESTIONS)
     with pytest.raises(ValueError):

@@ -294,6 +294,29 @@ def test_one_frame_many_questions_grounds_each_word_once_with_the_same_answers()
     torch.testing.assert_close(one, per_row, atol=1e-5, rtol=1e-5)
 
 
+def test_prepared_questions_answer_as_the_tokens_from_a_shorter_sequence(model):
+    """What a planner caches per frame: embedded (and grounded) questions without the slots
+    that are padding in every question; same answers and gradients, for any actions and masks."""
+    tokens = model.tokenize(QUESTIONS)
+    actions, mask = _actions(5, 16).requires_grad_(True), torch.ones(5, 16, dtype=torch.bool)
+    mask[1, 8:] = False
+    mask[2, :] = False
+    feats = model.encode_image(_images(1))
+    with torch.no_grad():
+        prepared = model.prepare_questions(feats, tokens)
+    longest = int((tokens != 0).sum(1).max())
+    assert prepared.embeddings.shape[:3] == (1, len(QUESTIONS), longest + 1) < (1, len(QUESTIONS), tokens.shape[1] + 1)
+    by_tokens = model.answer_logits_from_features(feats, actions, tokens, mask)
+    (g_tokens,) = torch.autograd.grad(by_tokens[..., 1].sum(), actions)
+    by_prepared = model.answer_logits_from_features(feats, actions, prepared, mask)
+    (g_prepared,) = torch.autograd.grad(by_prepared[..., 1].sum(), actions)
+    torch.testing.assert_close(by_prepared, by_tokens, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_prepared, g_tokens, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="does not match"):
+        model.answer_logits_from_features(feats, actions, prepared._replace(
+            embeddings=prepared.embeddings.expand(2, -1, -1, -1), keep=prepared.keep.expand(2, -1, -1)))
+
+
 def test_shipped_config_matches_the_dataclass():
     from swm_ros.config import load_config
     cfg = load_config(TinyConfig, Path(__file__).resolve().parents[1] / "config" / "models" / "tiny.yaml")

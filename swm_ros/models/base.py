@@ -19,6 +19,9 @@ one image cheaply, encode the image once and reuse the features:
     q = model.tokenize(questions)                                 # (Q, L), cached
     logits = model.answer_logits_from_features(feats, chunks, q)  # (C, Q, 2) for C candidates
 
+A planner asking the same questions many times also caches `model.prepare_questions(feats, q)`
+and passes that in place of `q`.
+
 Features with batch 1 broadcast over the candidates. `p_yes` is softmax(logits)[..., 1].
 """
 from __future__ import annotations
@@ -99,6 +102,12 @@ class WorldModel(nn.Module, abc.ABC):
         """The model config as plain data (saved in checkpoints)."""
 
     # ---- shared -----------------------------------------------------------------------
+    def prepare_questions(self, features: torch.Tensor, question_tokens: torch.Tensor) -> Any:
+        """Questions (Q, L) in the form `answer_logits_from_features` takes fastest for these
+        features, for callers that ask them many times of one frame (planners). By default
+        the tokens themselves; a backend may embed them once here (tiny, effnet)."""
+        return question_tokens
+
     def tokenize(self, questions: Questions) -> torch.Tensor:
         """Question strings -> (Q, L) ids; tensors pass through."""
         if isinstance(questions, torch.Tensor):

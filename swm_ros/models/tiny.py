@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -69,6 +69,13 @@ class TinyConfig:
             raise ValueError(f"image_size / grid = {down} must be a power of two >= 2")
         if self.grounding and not 1 <= self.grounding_cells <= self.image_size:
             raise ValueError(f"grounding_cells {self.grounding_cells} must be in 1..image_size ({self.image_size})")
+
+
+class EmbeddedQuestions(NamedTuple):
+    """Questions embedded for one frame (`prepare_questions`): reusable while only the actions change."""
+
+    embeddings: torch.Tensor        # (B or 1, Q, L', d): words + positions + grounding, <answer> last
+    keep: torch.Tensor              # (B or 1, Q, L') bool: False for padding
 
 
 class Block(nn.Module):
@@ -135,10 +142,12 @@ class LateFusionWorldModel(WorldModel):
         if self.grounding is not None:
             self.grounding.reset_parameters()      # its own init (see WordGrounding.reset_parameters)
 
-    def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor, question_tokens: torch.Tensor,
-                       action_mask: torch.Tensor | None, cells: torch.Tensor | None = None) -> torch.Tensor:
-        """image tokens (B or 1, N, d), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2);
-        `cells` (B or 1, M, 3): the grounding's colour map (mean RGB per cell), when the model has one."""
+    def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor,
+                       questions: torch.Tensor | EmbeddedQuestions, action_mask: torch.Tensor | None,
+                       cells: torch.Tensor | None = None) -> torch.Tensor:
+        """image tokens (B or 1, N, d), actions (B, T, A), questions as tokens (Q, L) or (B, Q, L)
+        or from `_embed_questions` -> (B, Q, 2); `cells` (B or 1, M, 3): the grounding's colour
+        map (mean RGB per cell), when the model has one."""
         c = self.config
         actions = actions.to(img_tokens.dtype)
         if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
@@ -149,15 +158,13 @@ class LateFusionWorldModel(WorldModel):
         if img_tokens.shape[0] not in (1, b):
             raise ValueError(f"features batch {img_tokens.shape[0]} does not match actions batch {b}")
         device = img_tokens.device
-        tok = question_tokens.to(device, torch.int64)
-        shared_questions = tok.dim() == 2                  # the same questions for every row
-        if shared_questions:
-            tok = tok.unsqueeze(0).expand(b, -1, -1)
-        if tok.dim() != 3 or tok.shape[0] != b:
-            raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
-        q, length = tok.shape[1], tok.shape[2]
-        if length > c.max_question_len:
-            raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
+        if not isinstance(questions, EmbeddedQuestions):
+            questions = self._embed_questions(questions, cells, b)
+        txt, keep_words = questions.embeddings, questions.keep
+        if txt.shape[0] not in (1, b):
+            raise ValueError(f"embedded questions batch {txt.shape[0]} does not match actions batch {b}")
+        q = txt.shape[1]
+        txt, keep_words = txt.expand(b, -1, -1, -1), keep_words.expand(b, -1, -1)
         if action_mask is None:
             action_mask = torch.ones(b, t, dtype=torch.bool, device=device)
         action_mask = action_mask.to(device, torch.bool)
@@ -166,17 +173,12 @@ class LateFusionWorldModel(WorldModel):
         img = img_tokens.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
         act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]          # (B, T, d)
         act = act.unsqueeze(1).expand(b, q, t, d)
-        answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=device)
-        words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
-        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
-        if self.grounding is not None:
-            txt = txt + self._grounded(words, cells, b, q, shared_questions)
-        x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + length + 1, d)
+        x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + txt.shape[2], d)
 
         keep = torch.cat([
             torch.ones(b, q, n_img, dtype=torch.bool, device=device),
             action_mask.unsqueeze(1).expand(b, q, t),
-            words != self.tokenizer.pad_id,
+            keep_words,
         ], dim=2).reshape(b * q, 1, 1, -1)
         for blk in self.blocks:
             x = blk(x, keep)
@@ -185,6 +187,40 @@ class LateFusionWorldModel(WorldModel):
         w = self.word_emb.weight[self.answer_ids]                                            # (2, d)
         logits = h @ w.t() + self.lm_bias[self.answer_ids]
         return logits.reshape(b, q, 2)
+
+    def _embed_questions(self, question_tokens: torch.Tensor, cells: torch.Tensor | None,
+                         b: int) -> EmbeddedQuestions:
+        """Tokens (Q, L) (the same questions for every row) or (B, Q, L) -> word + position +
+        grounding embeddings with the <answer> token last, and which of them attention may see."""
+        c = self.config
+        tok = question_tokens.to(self.word_emb.weight.device, torch.int64)
+        shared_questions = tok.dim() == 2
+        if shared_questions:
+            tok = tok.unsqueeze(0).expand(b, -1, -1)
+        if tok.dim() != 3 or tok.shape[0] != b:
+            raise ValueError(f"question tokens must be (Q, L) or ({b}, Q, L), got {tuple(question_tokens.shape)}")
+        q, length = tok.shape[1], tok.shape[2]
+        if length > c.max_question_len:
+            raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
+        answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=tok.device)
+        words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
+        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
+        if self.grounding is not None:
+            txt = txt + self._grounded(words, cells, b, q, shared_questions)
+        return EmbeddedQuestions(txt, words != self.tokenizer.pad_id)
+
+    def prepare_questions(self, features: torch.Tensor, question_tokens: torch.Tensor) -> EmbeddedQuestions:
+        """Questions (Q, L) embedded and grounded once for these features (batch 1: one frame),
+        for a planner that asks them again and again while only the actions change. Word slots
+        that are padding in every question are dropped: attention never sees them, so the
+        answers are the same, from a shorter sequence."""
+        tokens, cells = self._split_cells(features, self.config.grid ** 2)
+        question_tokens = question_tokens.to(tokens.device, torch.int64)
+        if question_tokens.dim() != 2:
+            raise ValueError(f"question tokens must be (Q, L), got {tuple(question_tokens.shape)}")
+        e = self._embed_questions(question_tokens, cells, features.shape[0])
+        used = e.keep.flatten(0, 1).any(0)                      # (L+1,), the <answer> slot always
+        return EmbeddedQuestions(e.embeddings[:, :, used], e.keep[:, :, used])
 
     # ---- grounding (models/grounding.py): the colour map travels behind the image features
     def _append_cells(self, features: torch.Tensor, rgb01: torch.Tensor) -> torch.Tensor:
@@ -286,7 +322,7 @@ class TinyWorldModel(LateFusionWorldModel):
 
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
-                                    question_tokens: torch.Tensor,
+                                    question_tokens: torch.Tensor | EmbeddedQuestions,
                                     action_mask: torch.Tensor | None = None) -> torch.Tensor:
         tokens, cells = self._split_cells(features, self.config.grid ** 2)
         return self._answer_logits(tokens, actions, question_tokens, action_mask, cells)

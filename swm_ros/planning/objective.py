@@ -152,7 +152,8 @@ class ModelObjective(PrefixObjective):
         super().__init__(questions, config)
         self.model = model
         self.features = features
-        self.tokens = model.tokenize(list(questions.questions))
+        with torch.no_grad():           # the questions do not depend on the actions: embed them once
+            self.tokens = model.prepare_questions(features, model.tokenize(list(questions.questions)))
 
     # below this many (candidate x prefix) rows every prefix goes into one model call: a few
     # rows cost little arithmetic and the call itself dominates (grad with one chunk: 2.1x

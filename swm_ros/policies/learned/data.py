@@ -1,7 +1,9 @@
 """Training samples for the chunk policy from a `swm collect` directory.
 
 One sample per frame t that has an action: the stored (already cropped and resized) frame,
-the proprio vector, the task features and the chunk target actions[t : t + chunk_length].
+the proprio vector, the task features and the chunk target actions[t : t + chunk_length];
+for training only, the world positions of the task's blocks at t (privileged state, the
+target of the auxiliary localisation loss; the policy never reads them when it acts).
 Past the episode's last action the chunk is padded with "hold": zero motion and the last
 gripper command. Episodes are chosen from the manifest by split, task, variant and policy,
 the lowest indices first, so a selection stays the same while a collection grows.
@@ -18,7 +20,7 @@ from tqdm import tqdm
 from swm_ros.data.episodes import EpisodeReader
 from swm_ros.data.manifest import read_manifest
 from swm_ros.envs.base import ACTION_DIM, TaskSpec
-from swm_ros.policies.learned.processors import TASK_NAMES, TaskEncoder
+from swm_ros.policies.learned.processors import MAX_ROLES, TASK_NAMES, TaskEncoder
 
 
 @dataclass
@@ -75,6 +77,8 @@ class ChunkSamples:
     proprio: np.ndarray         # (M, P) float32
     task: np.ndarray            # (M, task_dim) float32
     chunks: np.ndarray          # (M, chunk_length, A) float32, raw actions
+    role_positions: np.ndarray  # (M, MAX_ROLES, 3) float32, world xyz of the task's blocks (0 if absent)
+    role_mask: np.ndarray       # (M, MAX_ROLES) bool, which roles the task has
     episodes: list[str]
     image_processing: dict[str, Any] | None
     camera: str
@@ -85,7 +89,7 @@ class ChunkSamples:
 
 def load_samples(cfg: PolicyDataConfig, entries: list[dict[str, Any]], chunk_length: int,
                  task_encoder: TaskEncoder, progress: bool = True) -> ChunkSamples:
-    images, proprio, task, chunks, ids = [], [], [], [], []
+    images, proprio, task, chunks, roles, masks, ids = [], [], [], [], [], [], []
     processing: dict[str, Any] | None = None
     camera = cfg.camera
     for i, e in enumerate(tqdm(entries, desc="load episodes", disable=not progress, leave=False)):
@@ -105,8 +109,25 @@ def load_samples(cfg: PolicyDataConfig, entries: list[dict[str, Any]], chunk_len
             proprio.append(ep.proprio[:n].astype(np.float32))
             task.append(np.repeat(task_encoder(spec)[None], n, 0))
             chunks.append(pad_chunks(ep.actions, chunk_length))
+            pos, mask = _role_positions(ep, spec, n)
+            roles.append(pos)
+            masks.append(mask)
             ids.append(ep.meta.episode_id)
     if not images:
         raise ValueError(f"{cfg.path}: the selection holds no actions")
     return ChunkSamples(np.concatenate(images), np.concatenate(proprio), np.concatenate(task),
-                        np.concatenate(chunks), ids, processing, camera or "overhead")
+                        np.concatenate(chunks), np.concatenate(roles), np.concatenate(masks), ids, processing,
+                        camera or "overhead")
+
+
+def _role_positions(ep: EpisodeReader, spec: TaskSpec, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, MAX_ROLES, 3) world positions of the task's blocks over the first n frames, and the role mask."""
+    states = ep.states
+    pos = np.zeros((n, MAX_ROLES, 3), np.float32)
+    mask = np.zeros((n, MAX_ROLES), bool)
+    for r, name in enumerate(spec.objects[:MAX_ROLES]):
+        if name not in states.object_names:
+            raise ValueError(f"{ep.path}: task object {name!r} is not in the episode's state ({states.object_names})")
+        pos[:, r] = states.object_position[:n, states.object_names.index(name)]
+        mask[:, r] = True
+    return pos, mask

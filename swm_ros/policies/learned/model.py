@@ -10,6 +10,10 @@ language the same way), then a spatial softmax: each channel becomes the expecte
 its activation (Levine et al. 2016; Diffusion Policy's encoder), the block and gripper
 positions the actions depend on, which a CPU-sized model learns far faster than from a
 flattened map.
+With `position_roles` > 0 a linear head reads the task blocks' world positions from the
+image features; training supervises it with privileged state (an auxiliary loss, as the
+world model's grounding loss), which teaches the encoder to find the named block far faster
+than the flow loss alone. Acting never uses the head.
 Velocity network: an MLP over the flattened chunk with residual blocks, each FiLM-modulated
 by c + an embedding of the flow time t.
 
@@ -43,6 +47,7 @@ class FlowPolicyConfig:
     blocks: int = 3
     time_features: int = 64
     inference_steps: int = 8
+    position_roles: int = 0          # > 0: a head predicting this many task blocks' xyz (training aid)
 
     def __post_init__(self) -> None:
         if not self.conv_channels or self.image_size % (2 ** (len(self.conv_channels) - 1)):
@@ -51,6 +56,8 @@ class FlowPolicyConfig:
                      "hidden", "blocks", "time_features", "inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.position_roles < 0:
+            raise ValueError(f"position_roles must be >= 0, got {self.position_roles}")
         if self.time_features % 2:
             raise ValueError("time_features must be even")
 
@@ -133,13 +140,24 @@ class FlowChunkPolicy(nn.Module):
         self.inp = nn.Linear(flat, cfg.hidden)
         self.blocks = nn.ModuleList(FiLMBlock(cfg.hidden, cfg.cond_dim) for _ in range(cfg.blocks))
         self.head = nn.Sequential(nn.LayerNorm(cfg.hidden), nn.Linear(cfg.hidden, flat))
+        self.positions = nn.Linear(cfg.image_features, 3 * cfg.position_roles) if cfg.position_roles else None
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def condition(self, images: torch.Tensor, proprio: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3), (B, proprio_dim), (B, task_dim) -> (B, cond_dim)."""
-        return self.cond(torch.cat([self.image(images, task), proprio, task], -1))
+        return self.condition_and_positions(images, proprio, task)[0]
+
+    def condition_and_positions(self, images: torch.Tensor, proprio: torch.Tensor, task: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The conditioning and, with a position head, the predicted (normalised) block
+        positions (B, position_roles, 3); None without one."""
+        features = self.image(images, task)
+        cond = self.cond(torch.cat([features, proprio, task], -1))
+        if self.positions is None:
+            return cond, None
+        return cond, self.positions(features).view(features.shape[0], -1, 3)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """x (B, chunk_length, action_dim) at flow time t (B,) -> dx/dt, same shape."""

@@ -3,7 +3,8 @@
     swm train policy --config config/train/policy_flow.yaml [--out DIR] [--resume]
 
 AdamW with linear warmup then cosine decay (the world model's schedule), gradient-norm
-clipping, random-shift image augmentation, fixed seeds (the batch, shifts and noise of step
+clipping, an optional auxiliary loss on the task blocks' positions (`aux_loss_weight`; the
+model's position head, model.py), random-shift image augmentation, fixed seeds (the batch, shifts and noise of step
 s come from generators seeded by (seed, s), so a resumed run sees the same batches), a
 held-out flow loss on validation episodes, a checkpoint directory loadable by
 `load_policy(out)`, optimizer state for `--resume` (safetensors), `metrics.jsonl` and
@@ -28,7 +29,7 @@ from swm_ros.models.train import MetricsLog, lr_at, read_metrics
 from swm_ros.policies.learned.checkpoint import read_policy_config, save_policy_checkpoint
 from swm_ros.policies.learned.data import ChunkSamples, PolicyDataConfig, load_samples, select_episodes
 from swm_ros.policies.learned.model import FlowChunkPolicy, FlowPolicyConfig
-from swm_ros.policies.learned.processors import Normalizer, PolicyProcessor, TaskEncoder
+from swm_ros.policies.learned.processors import MAX_ROLES, Normalizer, PolicyProcessor, TaskEncoder
 from swm_ros.processing.image import ImageProcessorConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -50,6 +51,7 @@ class PolicyTrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     shift_pixels: int = 3              # random-shift augmentation, +- px (0: off)
+    aux_loss_weight: float = 0.0       # block-position MSE (normalised units) next to the flow loss
     seed: int = 0
     log_every: int = 50
     eval_every: int = 500
@@ -63,6 +65,10 @@ class PolicyTrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0 or self.shift_pixels < 0:
             raise ValueError("warmup_steps and shift_pixels must be >= 0, min_lr_ratio in [0, 1]")
+        if self.aux_loss_weight < 0:
+            raise ValueError("aux_loss_weight must be >= 0")
+        if self.aux_loss_weight > 0 and self.model.position_roles != MAX_ROLES:
+            raise ValueError(f"aux_loss_weight > 0 needs model.position_roles: {MAX_ROLES} (one xyz per task role)")
 
 
 def load_train_config(path: str | Path) -> PolicyTrainConfig:
@@ -80,37 +86,56 @@ def random_shift(images: np.ndarray, pixels: int, rng: np.random.Generator) -> n
 
 
 class Tensors:
-    """Samples as normalised tensors."""
+    """Samples as normalised tensors; block positions by `positions` (a training-only normaliser)."""
 
-    def __init__(self, s: ChunkSamples, processor: PolicyProcessor) -> None:
+    def __init__(self, s: ChunkSamples, processor: PolicyProcessor, positions: Normalizer) -> None:
         self.images = s.images
         self.proprio = torch.from_numpy(processor.proprio.normalize(s.proprio))
         self.task = torch.from_numpy(s.task)
         self.actions = torch.from_numpy(processor.action.normalize(s.chunks))
+        self.positions = torch.from_numpy(positions.normalize(s.role_positions))
+        self.role_mask = torch.from_numpy(s.role_mask)
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def _flow_loss(model: FlowChunkPolicy, data: Tensors, idx: np.ndarray, images: np.ndarray,
-               generator: torch.Generator, k: int) -> torch.Tensor:
+def _losses(model: FlowChunkPolicy, data: Tensors, idx: np.ndarray, images: np.ndarray,
+            generator: torch.Generator, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(flow loss, block-position loss or None without a position head) of samples idx."""
     idx_t = torch.from_numpy(idx)
-    cond = model.condition(torch.from_numpy(images), data.proprio[idx_t], data.task[idx_t])
-    return model.loss(cond, data.actions[idx_t], generator=generator, samples_per_cond=k)
+    cond, positions = model.condition_and_positions(torch.from_numpy(images), data.proprio[idx_t], data.task[idx_t])
+    flow = model.loss(cond, data.actions[idx_t], generator=generator, samples_per_cond=k)
+    if positions is None:
+        return flow, None
+    mask = data.role_mask[idx_t]
+    return flow, ((positions - data.positions[idx_t]) ** 2)[mask].mean()
 
 
 @torch.no_grad()
-def validation_loss(model: FlowChunkPolicy, data: Tensors, seed: int, batch: int = 256) -> float:
-    """Flow loss on every validation sample with fixed noise (comparable across steps)."""
+def validation_losses(model: FlowChunkPolicy, data: Tensors, positions: Normalizer, seed: int,
+                      batch: int = 256) -> dict[str, float]:
+    """Flow loss on every validation sample with fixed noise (comparable across steps) and,
+    with a position head, the mean distance (cm) between predicted and true block positions."""
     was = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
-    total = 0.0
+    flow, error_cm, roles = 0.0, 0.0, 0
     for start in range(0, len(data), batch):
-        idx = np.arange(start, min(start + batch, len(data)))
-        total += float(_flow_loss(model, data, idx, data.images[idx], g, 4)) * len(idx)
+        idx = torch.arange(start, min(start + batch, len(data)))
+        cond, pred = model.condition_and_positions(torch.from_numpy(data.images[idx.numpy()]), data.proprio[idx],
+                                                   data.task[idx])
+        flow += float(model.loss(cond, data.actions[idx], generator=g, samples_per_cond=4)) * len(idx)
+        if pred is not None:
+            mask = data.role_mask[idx].numpy()
+            err = positions.unnormalize(pred.numpy()) - positions.unnormalize(data.positions[idx].numpy())
+            error_cm += float(np.linalg.norm(err, axis=-1)[mask].sum()) * 100.0
+            roles += int(mask.sum())
     model.train(was)
-    return total / max(len(data), 1)
+    out = {"loss": flow / max(len(data), 1)}
+    if roles:
+        out["position_error_cm"] = error_cm / roles
+    return out
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path) -> None:
@@ -159,11 +184,12 @@ def train_policy(cfg: PolicyTrainConfig, out: str | Path | None = None, resume: 
                           f"{samples.proprio.shape[1]}, task {samples.task.shape[1]}, actions {samples.chunks.shape[2]}, "
                           f"frames {samples.images.shape[1]} px)")
     processor = build_processor(samples, encoder)
-    train = Tensors(samples, processor)
+    positions = Normalizer.fit("meanstd", samples.role_positions[samples.role_mask])
+    train = Tensors(samples, processor, positions)
     val = None
     if d.val_episodes_per_task:
         val_entries = select_episodes(d, d.val_split, {"scripted": d.val_episodes_per_task})
-        val = Tensors(load_samples(d, val_entries, mc.chunk_length, encoder, progress), processor)
+        val = Tensors(load_samples(d, val_entries, mc.chunk_length, encoder, progress), processor, positions)
     model = FlowChunkPolicy(mc)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
@@ -196,7 +222,7 @@ def train_policy(cfg: PolicyTrainConfig, out: str | Path | None = None, resume: 
         plot_loss(read_metrics(metrics_path), out / CURVE_FILE)
 
     model.train()
-    run_loss, run_n = 0.0, 0
+    run_loss, run_aux, run_n = 0.0, 0.0, 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train policy",
                disable=not progress, dynamic_ncols=True)
     for step in bar:
@@ -207,25 +233,32 @@ def train_policy(cfg: PolicyTrainConfig, out: str | Path | None = None, resume: 
         idx = rng.choice(len(train), size=cfg.batch_size)
         images = random_shift(train.images[idx], cfg.shift_pixels, rng)
         noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        loss = _flow_loss(model, train, idx, images, noise, cfg.samples_per_cond)
+        loss, aux = _losses(model, train, idx, images, noise, cfg.samples_per_cond)
+        total = loss if aux is None or cfg.aux_loss_weight == 0 else loss + cfg.aux_loss_weight * aux
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         run_loss += float(loss.detach())
+        run_aux += float(aux.detach()) if aux is not None else 0.0
         run_n += 1
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             entry = {"step": done, "split": "train", "loss": run_loss / run_n, "lr": lr,
                      "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - t0, 1)}
+            if model.positions is not None:
+                entry["position_loss"] = run_aux / run_n
             log(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             summary["train_loss"] = entry["loss"]
-            run_loss, run_n = 0.0, 0
+            run_loss, run_aux, run_n = 0.0, 0.0, 0
         if val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-            summary["val_loss"] = validation_loss(model, val, cfg.seed)
-            log({"step": done, "split": "val", "loss": summary["val_loss"]})
-            bar.write(f"step {done}: val loss {summary['val_loss']:.4f}")
+            v = validation_losses(model, val, positions, cfg.seed)
+            summary["val_loss"] = v["loss"]
+            if "position_error_cm" in v:
+                summary["val_position_error_cm"] = v["position_error_cm"]
+            log({"step": done, "split": "val", **v})
+            bar.write(f"step {done}: " + ", ".join(f"val {k} {x:.4f}" for k, x in v.items()))
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_at:
             save(done)
         if done == stop_at:
