@@ -188,6 +188,32 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path) -> None:
         load_policy_checkpoint(ckpt)
 
 
+def test_training_samples_carry_the_task_blocks_positions(tmp_path) -> None:
+    """The auxiliary loss's targets: each frame's world position of every block the task
+    names, in role order, from the episode's privileged state; absent roles masked."""
+    from swm_ros.data.collect import CollectConfig, collect
+    from swm_ros.data.episodes import EpisodeReader
+    from swm_ros.policies.learned.data import PolicyDataConfig, load_samples, select_episodes
+    from swm_ros.policies.learned.processors import TaskEncoder
+
+    data = tmp_path / "demos"
+    collect(CollectConfig(out=str(data), episodes=2, tasks=("push", "reach"), policies={"scripted": 1.0},
+                          max_steps=12, fractions=(1.0, 0.0, 0.0)), progress=False)
+    cfg = PolicyDataConfig(path=str(data), tasks=["push", "reach"], episodes_per_task={"scripted": 1})
+    entries = select_episodes(cfg, "train", cfg.episodes_per_task)
+    samples = load_samples(cfg, entries, 16, TaskEncoder(), progress=False)
+    start = 0
+    for e in entries:
+        with EpisodeReader(data / e["file"]) as ep:
+            n, names, states = ep.num_actions, ep.meta.task_objects, ep.states
+            for r, name in enumerate(names):
+                np.testing.assert_allclose(samples.role_positions[start:start + n, r],
+                                           states.object_position[:n, states.object_names.index(name)], atol=1e-6)
+            assert samples.role_mask[start:start + n].sum(1).tolist() == [len(names)] * n
+        start += n
+    assert start == len(samples) and not samples.role_positions[~samples.role_mask].any()
+
+
 def test_train_cli_trains_resumes_and_rejects_unknown_keys(tmp_path) -> None:
     from swm_ros.data.collect import CollectConfig, collect
     from swm_ros.policies.learned.train import load_train_config, train_policy
@@ -207,7 +233,9 @@ def test_train_cli_trains_resumes_and_rejects_unknown_keys(tmp_path) -> None:
     assert first["step"] == 3 and first["episodes"] == 2
     summary = train_policy(tc, out, resume=True, progress=False)
     assert summary["step"] == 6
-    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4, 6]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert all(np.isfinite(r["position_loss"]) and r["position_loss"] > 0 for r in rows)   # the auxiliary loss ran
     assert (out / "loss.png").stat().st_size > 1000
     policy = load_policy(out)
     assert policy.processor.image.config.roi is not None      # the episodes' crop travels with the weights
@@ -217,6 +245,10 @@ def test_train_cli_trains_resumes_and_rejects_unknown_keys(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match="learning_rate"):
         load_train_config(tmp_path / "bad.yaml")
+    headless = dict(cfg, model=dict(cfg["model"], position_roles=0))          # aux loss without its head
+    (tmp_path / "headless.yaml").write_text(yaml.safe_dump(headless))
+    with pytest.raises(ConfigError, match="position_roles"):
+        load_train_config(tmp_path / "headless.yaml")
     never = dict(cfg, data=dict(cfg["data"], episodes_per_task={"scripted": 5}))
     (tmp_path / "never.yaml").write_text(yaml.safe_dump(never))
     with pytest.raises(ValueError, match=r"only 2 scripted push episodes in split 'train'.*5 asked for"):
