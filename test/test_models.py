@@ -294,7 +294,7 @@ def test_one_frame_many_questions_grounds_each_word_once_with_the_same_answers()
     torch.testing.assert_close(one, per_row, atol=1e-5, rtol=1e-5)
 
 
-def test_prepared_questions_answer_as_the_tokens_from_a_shorter_sequence(model):
+def test_prepared_or_cut_questions_answer_as_the_padded_tokens(model):
     """What a planner caches per frame: embedded (and grounded) questions without the slots
     that are padding in every question; same answers and gradients, for any actions and masks."""
     tokens = model.tokenize(QUESTIONS)
@@ -312,6 +312,8 @@ def test_prepared_questions_answer_as_the_tokens_from_a_shorter_sequence(model):
     (g_prepared,) = torch.autograd.grad(by_prepared[..., 1].sum(), actions)
     torch.testing.assert_close(by_prepared, by_tokens, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(g_prepared, g_tokens, atol=1e-5, rtol=1e-4)
+    cut = model.answer_logits_from_features(feats, actions, tokens[:, :longest], mask)   # padding cut by hand
+    torch.testing.assert_close(cut, by_tokens, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="does not match"):
         model.answer_logits_from_features(feats, actions, prepared._replace(
             embeddings=prepared.embeddings.expand(2, -1, -1, -1), keep=prepared.keep.expand(2, -1, -1)))

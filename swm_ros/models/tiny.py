@@ -204,23 +204,26 @@ class LateFusionWorldModel(WorldModel):
             raise ValueError(f"question tokens have length {length} > max_question_len {c.max_question_len}")
         answer = torch.full((b, q, 1), self.tokenizer.answer_id, dtype=torch.int64, device=tok.device)
         words = torch.cat([tok, answer], dim=2)                                             # (B, Q, L+1)
-        txt = self.word_emb(words) + self.word_pos[:, :length + 1] + self.type_emb[2]
+        # <answer> always takes the last position embedding, so trailing padding can be cut
+        # from the tokens without changing an answer (training pads to max_question_len)
+        pos = torch.cat([self.word_pos[:, :length], self.word_pos[:, c.max_question_len:]], dim=1)
+        txt = self.word_emb(words) + pos + self.type_emb[2]
         if self.grounding is not None:
             txt = txt + self._grounded(words, cells, b, q, shared_questions)
         return EmbeddedQuestions(txt, words != self.tokenizer.pad_id)
 
     def prepare_questions(self, features: torch.Tensor, question_tokens: torch.Tensor) -> EmbeddedQuestions:
         """Questions (Q, L) embedded and grounded once for these features (batch 1: one frame),
-        for a planner that asks them again and again while only the actions change. Word slots
-        that are padding in every question are dropped: attention never sees them, so the
-        answers are the same, from a shorter sequence."""
+        for a planner that asks them again and again while only the actions change. Trailing
+        padding is cut first: attention never sees it, so the answers are the same, from a
+        shorter sequence."""
         tokens, cells = self._split_cells(features, self.config.grid ** 2)
         question_tokens = question_tokens.to(tokens.device, torch.int64)
         if question_tokens.dim() != 2:
             raise ValueError(f"question tokens must be (Q, L), got {tuple(question_tokens.shape)}")
-        e = self._embed_questions(question_tokens, cells, features.shape[0])
-        used = e.keep.flatten(0, 1).any(0)                      # (L+1,), the <answer> slot always
-        return EmbeddedQuestions(e.embeddings[:, :, used], e.keep[:, :, used])
+        words = (question_tokens != self.tokenizer.pad_id).any(0).nonzero()
+        length = int(words.max()) + 1 if len(words) else 0
+        return self._embed_questions(question_tokens[:, :length], cells, features.shape[0])
 
     # ---- grounding (models/grounding.py): the colour map travels behind the image features
     def _append_cells(self, features: torch.Tensor, rgb01: torch.Tensor) -> torch.Tensor:

@@ -199,7 +199,7 @@ class WorldModelNode(Node):
             raise RequestError(f"image: {e}") from e
         with torch.inference_mode():
             features = m.encode_image(image)                                        # (1, N, D), once
-            tokens = m.tokenize(questions)
+            tokens = m.prepare_questions(features, m.tokenize(questions))      # once for every chunk
             p = np.empty((len(chunks), len(questions)), dtype=np.float32)
             by_horizon: dict[int, list[int]] = defaultdict(list)
             for i, c in enumerate(chunks):
