@@ -32,13 +32,15 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--frames",), dict(type=int, default=300, help="frames per resolution")),
     ],
     "cli_eval_closed_loop": [
-        (("--tasks",), dict(default="reach,push,separate,pick,stack", help="comma list of tasks")),
+        (("--env",), dict(default="nicol_tabletop", help="nicol_tabletop, or an OGBench cube env (ogbench-cube-single)")),
+        (("--tasks",), dict(default=None, help="comma list of tasks (default: all of the env's)")),
         (("--methods",), dict(default="base,swm-grad,swm-mppi,swm-cem,swm-rank,scripted",
                               help="comma list: base, swm-grad, swm-mppi, swm-cem, swm-rank, scripted")),
         (("--seeds",), dict(type=int, default=50, help="episodes per (task, split, method)")),
         (("--split",), dict(default="both", choices=["id", "ood", "both"], help="nominal scenes, OOD variants or both")),
         (("--checkpoint",), dict(default=None, help="world-model checkpoint (default: the shipped tiny model)")),
-        (("--policy",), dict(default="learned", help="base policy that proposes chunks")),
+        (("--policy",), dict(default=None, help="base policy that proposes chunks (default: the env's: "
+                                                 "learned on NicoL, ogbench_misaligned on OGBench)")),
         (("--num-proposals",), dict(type=int, default=8, help="base-policy proposals per plan")),
         (("--execute-steps",), dict(type=int, default=8, help="actions executed before replanning")),
         (("--max-steps",), dict(type=int, default=None, help="step budget per episode (default: the task's)")),

@@ -74,7 +74,26 @@ def test_grid_runs_resumes_and_reports(tmp_path, tiny_checkpoint):
     assert "| reach | id | scripted |" in (tmp_path / "cl" / "report.md").read_text()
 
 
+def test_ogbench_reach_runs_with_the_envs_own_policies(tmp_path):
+    """On OGBench the base policy, expert, camera and image size are OGBench's."""
+    cfg = ClosedLoopConfig(env="ogbench-cube-single", tasks=("reach",), methods=("base", "scripted"), splits=("id",),
+                           seeds=2, out=str(tmp_path / "og"))
+    assert cfg.base_policy == "ogbench_misaligned" and tuple(cfg.render_size) == (64, 64)
+    summary = run_closed_loop(cfg, progress=False)
+    by = {r["method"]: r for r in summary["results"]}
+    assert set(by) == {"base", "scripted"}
+    assert by["scripted"]["success_rate"] == 1.0          # OGBench's oracle touches the cube every time
+    assert all(e.steps <= 200 and e.variant == "nominal" for e in read_episodes(tmp_path / "og" / "episodes.jsonl"))
+    assert summary["config"]["env"] == "ogbench-cube-single"
+
+
 def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="unknown split 'ood' for env 'ogbench-cube-single'"):
+        ClosedLoopConfig(env="ogbench-cube-single", tasks=("reach",), splits=("ood",))
+    with pytest.raises(ValueError, match="unknown task 'push' for env"):
+        ClosedLoopConfig(env="ogbench-cube-single", tasks=("push",), splits=("id",))
+    with pytest.raises(ValueError, match="unknown env"):
+        ClosedLoopConfig(env="langtable")
     with pytest.raises(ValueError, match="unknown method"):
         ClosedLoopConfig(methods=("swm-magic",))
     with pytest.raises(ValueError, match="unknown split"):

@@ -177,6 +177,47 @@ def test_chunks_follow_the_simulator_and_noise_varies_them(state_env):
         policy.propose(type(obs)(images={}, proprio=obs.proprio, step=0, time=0.0, state=None))
 
 
+def test_reach_task_succeeds_on_pad_contact_with_the_target(state_env):
+    env = state_env
+    obs = env.reset(seed=3, task="reach")
+    assert env.task.name == "reach" and env.task.objects == ("red_block",) and env.task.max_steps == 200
+    assert not env.success()
+    # OGBench's oracle goes for a grasp; a pad touches the cube on the way, and that ends a reach
+    step, seen = run_oracle(env, make_policy("ogbench_oracle"), seed=3, task="reach")
+    assert step is not None and step < 100, step
+    assert env.success() and seen[-1].state.touching("red_block", GRIPPER)
+    assert not any(o.state.touching("red_block", GRIPPER) for o in seen[:-1] if o.state.grasped is None
+                   and o.state.effector_position[2] > 0.15)       # nothing counted from high above
+    env.reset(seed=3, task="reach")
+    assert not env.success() and env.step_count == 0            # a new episode starts untouched
+
+
+def test_misaligned_oracle_aims_beside_the_cube(state_env):
+    """`ogbench_misaligned` descends 6 cm from the cube (in a direction drawn per episode); the
+    oracle descends onto it. Both without noise, so only the believed position differs."""
+    env = state_env
+
+    def miss_at_lowest_point(target_error: float, seed: int) -> float:
+        policy = OGBenchOraclePolicy(target_error=target_error)
+        obs = env.reset(seed=5, task="reach")
+        policy.reset(env.task, seed=seed)
+        lowest = (np.inf, np.inf)
+        for _ in range(3):
+            for a in policy.propose(obs, 1)[0]:
+                obs = env.step(a)
+                s = obs.state
+                miss = float(np.linalg.norm(s.effector_position[:2] - s.objects["red_block"].position[:2]))
+                lowest = min(lowest, (float(s.effector_position[2]), miss))
+        return lowest[1]
+
+    assert make_policy("ogbench_misaligned").target_error == pytest.approx(0.06)
+    assert miss_at_lowest_point(0.0, seed=0) < 0.02
+    misses = [miss_at_lowest_point(0.06, seed) for seed in (0, 1)]
+    assert all(0.035 < m < 0.10 for m in misses), misses
+    with pytest.raises(ValueError, match="target_error"):
+        OGBenchOraclePolicy(target_error=-0.01)
+
+
 def test_sequencer_orders_stacks_and_breaks_swaps():
     goals_stack = np.array([[0.425, 0.0, 0.06], [0.425, 0.0, 0.02]])   # red goes on top of blue
     pos = np.array([[0.425, -0.2, 0.02], [0.425, 0.2, 0.02]])

@@ -17,6 +17,8 @@ download) and translates at the boundary:
   `PLAY_TARGET_STEPS` steps, the env draws a new target (`set_new_target`), as OGBench's
   dataset script does when its oracle finishes a sub-task. `play` has no end goal, so
   `success()` is always False there; `subtasks_completed` counts the goals reached.
+  `reach` is the SWM paper's OGBench reach task on the same random layouts: touch OGBench's
+  target cube with a finger pad (the paper's success check); the target never changes.
 * **Privileged state.** Cubes become `ObjectState`s named `red_block`, `blue_block`, ...
   (kind "block", OGBench's colours, half size 2 cm, positions and quaternions from the
   free joints, exactly what OGBench's `info['privileged/block_i_pos|quat']` holds). The
@@ -63,7 +65,9 @@ CUBE_COLORS: tuple[str, ...] = ("red", "blue", "orange", "green")
 CUBE_HALF_SIZE = 0.02
 SUCCESS_RADIUS = 0.04          # OGBench: a cube within 4 cm of its goal
 EVAL_TASKS: tuple[str, ...] = ("task1", "task2", "task3", "task4", "task5")
-TASKS: tuple[str, ...] = (*EVAL_TASKS, "play")
+TASKS: tuple[str, ...] = (*EVAL_TASKS, "play", "reach")
+RANDOM_LAYOUT_TASKS: tuple[str, ...] = ("play", "reach")   # built on OGBench's data-collection mode
+REACH_MAX_STEPS = 200          # reach: as OGBench's single-cube evaluation episodes
 CAMERAS: tuple[str, ...] = ("front_pixels", "front")
 EVAL_MAX_STEPS = {1: 200, 2: 500, 3: 1000, 4: 1000}   # OGBench's registered episode lengths
 PLAY_MAX_STEPS = 1000          # OGBench's datasets use 1001-step episodes
@@ -234,7 +238,7 @@ class OGBenchCubeEnv:
             seed = self._next_seed
         self._next_seed = int(seed) + 1
         self._task_name = task
-        play = self._task_name == "play"
+        play = self._task_name in RANDOM_LAYOUT_TASKS
         sim = self._sim = self._sim_for(play)
         options = None if play else {"task_id": EVAL_TASKS.index(self._task_name) + 1}
         ob, info = reset_ogbench_gym(sim.gym, int(seed), options)
@@ -257,6 +261,12 @@ class OGBenchCubeEnv:
         if self._task_name == "play":
             return TaskSpec(name="play", objects=self.blocks, instruction="move the target block to its goal",
                             max_steps=self.max_steps or PLAY_MAX_STEPS)
+        if self._task_name == "reach":
+            target = self.blocks[int(u._target_block)]
+            others = tuple(b for b in self.blocks if b != target)
+            return TaskSpec(name="reach", objects=(target, *others),
+                            instruction=f"touch the {target.split('_')[0]} block with the gripper",
+                            max_steps=self.max_steps or REACH_MAX_STEPS)
         colours = [n.split("_")[0] for n in self.blocks]
         what = f"the {colours[0]} block to its goal" if len(colours) == 1 else \
             f"the {', '.join(colours[:-1])} and {colours[-1]} blocks to their goals"
@@ -275,7 +285,7 @@ class OGBenchCubeEnv:
         ob, _, _, _, _ = self._sim.gym.step(np.clip(a, -1.0, 1.0))
         self._ob = ob if self.visual else None
         self._step += 1
-        if self._sim.play:
+        if self._task_name == "play":
             self._play_bookkeeping()
         return self.observe()
 
@@ -316,7 +326,10 @@ class OGBenchCubeEnv:
         return self._sim.gym
 
     def success(self) -> bool:
-        """Evaluation tasks: OGBench's own check (every cube within 4 cm of its goal). play: False."""
+        """Evaluation tasks: OGBench's own check (every cube within 4 cm of its goal).
+        reach: a finger pad touches the target cube. play: False."""
+        if self._task_name == "reach":
+            return self._spec.objects[0] in self._pad_contacts()[1]
         if self._sim.play:
             return False
         return bool(all(self._sim.gym.unwrapped._compute_successes()))
@@ -367,16 +380,7 @@ class OGBenchCubeEnv:
             objects[name] = ObjectState(name=name, kind="block", color=CUBE_COLORS[i],
                                         position=d.qpos[adr:adr + 3].copy(), quaternion=d.qpos[adr + 3:adr + 7].copy(),
                                         half_size=CUBE_HALF_SIZE)
-        contacts: set[tuple[str, str]] = set()
-        pads_on: dict[str, set[int]] = {}
-        for g1, g2 in d.contact.geom[:d.ncon]:
-            l1, l2 = sim.geom_label[g1], sim.geom_label[g2]
-            if l1 is None or l2 is None or l1 == l2:
-                continue
-            contacts.add((l1, l2) if l1 < l2 else (l2, l1))
-            for g, other in ((g1, l2), (g2, l1)):
-                if g in sim.pad_geoms:
-                    pads_on.setdefault(other, set()).add(sim.pad_geoms[g])
+        contacts, pads_on = self._pad_contacts()
         grasped = next((o for o, pads in pads_on.items() if len(pads) == 2 and o in objects), None)
         mocap = [d.mocap_pos[i].copy() for i in u._cube_target_mocap_ids]
         if sim.play:
@@ -395,6 +399,21 @@ class OGBenchCubeEnv:
             gripper_opening=1.0 - float(np.clip(q[-1] / GRIPPER_CLOSED_Q, 0.0, 1.0)), grasped=grasped,
             contacts=frozenset(contacts), joint_positions=q, table_height=0.0,
             goal_positions=goals, target_block=target, physics_state=physics, num_cubes=self.num_cubes)
+
+    def _pad_contacts(self) -> tuple[set[tuple[str, str]], dict[str, set[int]]]:
+        """Labelled contact pairs, and for each label the finger pads (0 right, 1 left) touching it."""
+        sim = self._sim
+        contacts: set[tuple[str, str]] = set()
+        pads_on: dict[str, set[int]] = {}
+        for g1, g2 in sim.data.contact.geom[:sim.data.ncon]:
+            l1, l2 = sim.geom_label[g1], sim.geom_label[g2]
+            if l1 is None or l2 is None or l1 == l2:
+                continue
+            contacts.add((l1, l2) if l1 < l2 else (l2, l1))
+            for g, other in ((g1, l2), (g2, l1)):
+                if g in sim.pad_geoms:
+                    pads_on.setdefault(other, set()).add(sim.pad_geoms[g])
+        return contacts, pads_on
 
     def observe(self) -> Observation:
         state = self.privileged_state()

@@ -15,6 +15,12 @@ the nominal scene, `ood` cycles through the unseen-colour, unseen-table and dist
 variants by seed. Episode e of (task, split) uses env seed SEED_BASE + e for every method,
 so methods see the same scenes.
 
+`--env ogbench-cube-single` (or `-double`) runs the SWM paper's OGBench reach task instead
+(touch OGBench's target cube with a finger pad, 200 steps, OGBench's 64x64 front camera):
+the base policy is `ogbench_misaligned` (OGBench's noisy oracle with a 6 cm error in where it
+thinks the cube is), `scripted` is OGBench's own oracle, and the world model must be one
+trained on OGBench SAQA (`--checkpoint`). OGBench has no OOD variants here: split `id` only.
+
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
 resumes where it stopped. The summary (JSON with a `results` list, Markdown, bar chart) is
 rebuilt from all episodes on disk that match the requested grid.
@@ -35,6 +41,34 @@ SEED_BASE = 100_000          # evaluation scenes: far from the collection seeds'
 TASKS = ("reach", "push", "separate", "pick", "stack")
 METHODS = ("base", "swm-grad", "swm-mppi", "swm-cem", "swm-rank", "scripted")
 SPLITS = {"id": ("nominal",), "ood": ("ood_colors", "ood_table", "ood_distractor")}
+NICOL_ENV = "nicol_tabletop"
+OGBENCH_WORLD_MODEL = "tiny-ogbench"   # the shipped tiny model trained on OGBench cube-single SAQA
+OGBENCH_TASKS = ("reach",)       # the OGBench task with a semantic goal (its task1..5 goals are not in the image)
+
+
+@dataclass(frozen=True)
+class EnvSetup:
+    """What differs between the worlds the benchmark runs in."""
+
+    tasks: tuple[str, ...]
+    splits: tuple[str, ...]
+    camera: str
+    render_size: tuple[int, int]
+    base_policy: str
+    expert: str
+    world_model: str          # the default checkpoint (a directory or a backend's shipped weights)
+
+
+def env_setup(env: str) -> EnvSetup:
+    if env in (NICOL_ENV, "nicol"):
+        return EnvSetup(TASKS, tuple(SPLITS), "overhead", (240, 320), "learned", "scripted", "tiny")
+    if env.startswith("ogbench"):
+        from swm_ros.envs.ogbench_cube import cube_count
+
+        cube_count(env)           # a clear error for an unknown OGBench env
+        return EnvSetup(OGBENCH_TASKS, ("id",), "front_pixels", (64, 64), "ogbench_misaligned", "ogbench_oracle",
+                        OGBENCH_WORLD_MODEL)
+    raise ValueError(f"unknown env {env!r}; valid: {NICOL_ENV!r} or an OGBench cube env such as 'ogbench-cube-single'")
 EPISODES_FILE = "episodes.jsonl"
 
 
@@ -56,29 +90,35 @@ class EpisodeResult:
 
 @dataclass
 class ClosedLoopConfig:
+    env: str = NICOL_ENV
     tasks: tuple[str, ...] = TASKS
     methods: tuple[str, ...] = METHODS
     splits: tuple[str, ...] = ("id", "ood")
     seeds: int = 50
     num_proposals: int = 8
     execute_steps: int = 8
-    render_size: tuple[int, int] = (240, 320)
+    render_size: tuple[int, int] | None = None   # None: the env's (NicoL 240x320, OGBench 64x64)
     world_model: str = "tiny"          # checkpoint directory or a backend's shipped weights
-    base_policy: str = "learned"
+    base_policy: str | None = None     # None: the env's (NicoL learned, OGBench ogbench_misaligned)
     max_steps: int | None = None       # None: each task's own budget
     threads: int = 2
     out: str = "runs/closed_loop"
 
     def __post_init__(self) -> None:
+        setup = env_setup(self.env)
         for t in self.tasks:
-            if t not in TASKS:
-                raise ValueError(f"unknown task {t!r}; tasks are {TASKS}")
+            if t not in setup.tasks:
+                raise ValueError(f"unknown task {t!r} for env {self.env!r}; tasks are {setup.tasks}")
         for m in self.methods:
             if m not in METHODS:
                 raise ValueError(f"unknown method {m!r}; methods are {METHODS}")
         for s in self.splits:
-            if s not in SPLITS:
-                raise ValueError(f"unknown split {s!r}; splits are {tuple(SPLITS)}")
+            if s not in setup.splits:
+                raise ValueError(f"unknown split {s!r} for env {self.env!r}; splits are {setup.splits}")
+        if self.render_size is None:
+            self.render_size = setup.render_size
+        if self.base_policy is None:
+            self.base_policy = setup.base_policy
         if self.seeds < 1 or self.num_proposals < 1 or self.execute_steps < 1:
             raise ValueError("seeds, num_proposals and execute_steps must be >= 1")
 
@@ -100,7 +140,9 @@ class Controller:
 
         self.method = method
         self.cfg = cfg
-        self.policy = make_policy("scripted" if method == "scripted" else cfg.base_policy)
+        setup = env_setup(cfg.env)
+        self.camera = setup.camera
+        self.policy = make_policy(setup.expert if method == "scripted" else cfg.base_policy)
         self.planner = None
         if method.startswith("swm-"):
             from swm_ros.planning.planner import Planner, load_planner_config
@@ -117,7 +159,7 @@ class Controller:
         if self.planner is None:
             return np.asarray(self.policy.propose(obs, 1))[0]
         proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
-        return self.planner.plan(obs.images["overhead"], proposals).chunk
+        return self.planner.plan(obs.images[self.camera], proposals).chunk
 
 
 def run_episode(env, controller: Controller, task: str, split: str, episode: int, cfg: ClosedLoopConfig
@@ -181,7 +223,8 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
         from swm_ros.models.registry import load_world_model
 
         model = load_world_model(cfg.world_model)
-    env = make_env(task=cfg.tasks[0], image_size=tuple(cfg.render_size), cameras=("overhead",), seed=SEED_BASE)
+    env = make_env(cfg.env, task=cfg.tasks[0], image_size=tuple(cfg.render_size),
+                   cameras=(env_setup(cfg.env).camera,), seed=SEED_BASE)
     controllers: dict[str, Controller] = {}
     try:
         with path.open("a") as f:
@@ -236,7 +279,7 @@ def summarise(cfg: ClosedLoopConfig, episodes: Iterable[EpisodeResult]) -> dict[
 def to_markdown(summary: dict[str, Any]) -> str:
     c = summary["config"]
     lines = ["# Closed-loop evaluation", "",
-             f"World model `{c['world_model']}`, base policy `{c['base_policy']}`, {c['num_proposals']} proposals, "
+             f"Env `{c.get('env', NICOL_ENV)}`, world model `{c['world_model']}`, base policy `{c['base_policy']}`, {c['num_proposals']} proposals, "
              f"execute {c['execute_steps']} actions then replan; seeds {SEED_BASE}..{SEED_BASE + c['seeds'] - 1}.", "",
              "| task | split | method | success | 95 % CI | episodes | steps | plan ms median | plan ms p95 |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -287,11 +330,13 @@ def write_reports(summary: dict[str, Any], out: Path) -> None:
 
 def cli_eval_closed_loop(args: Any) -> int:
     csv = lambda s: tuple(x for x in s.split(",") if x)
-    splits = ("id", "ood") if args.split == "both" else (args.split,)
     try:
-        cfg = ClosedLoopConfig(tasks=csv(args.tasks), methods=csv(args.methods), splits=splits, seeds=args.seeds,
+        setup = env_setup(args.env)
+        splits = setup.splits if args.split == "both" else (args.split,)
+        tasks = setup.tasks if args.tasks is None else csv(args.tasks)
+        cfg = ClosedLoopConfig(env=args.env, tasks=tasks, methods=csv(args.methods), splits=splits, seeds=args.seeds,
                                num_proposals=args.num_proposals, execute_steps=args.execute_steps,
-                               world_model=args.checkpoint or "tiny", base_policy=args.policy,
+                               world_model=args.checkpoint or setup.world_model, base_policy=args.policy,
                                max_steps=args.max_steps, threads=args.threads, out=args.out)
         summary = run_closed_loop(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:

@@ -59,11 +59,13 @@ def default_weights(name: str) -> Path:
 
 
 def load_world_model(path_or_name: str | Path, device: str = "cpu"):
-    """Load a checkpoint directory, or a backend's shipped weights by backend name."""
+    """Load a checkpoint directory, or shipped weights by name: a backend's (`tiny`) or another
+    shipped model (`tiny-ogbench`, the tiny model trained on OGBench cube SAQA)."""
     from swm_ros.models.checkpoint import load_checkpoint
 
     p = Path(path_or_name)
-    if isinstance(path_or_name, str) and path_or_name in BACKENDS and not p.exists():
+    shipped = isinstance(path_or_name, str) and (path_or_name in BACKENDS or default_weights(path_or_name).is_dir())
+    if shipped and not p.exists():
         p = default_weights(path_or_name)
         if not p.is_dir():
             raise FileNotFoundError(f"no shipped weights for backend {path_or_name!r} at {p}; "

@@ -9,6 +9,10 @@ Policies (names for `make_policy` and `swm collect --policies`):
   with probability 0.1 (`--p_random_action=0.1` of OGBench's noisy datasets).
 * `ogbench_noisy_high`: noise level up to 0.3 (the project's OGBench spike), no random
   actions: more failed grasps and dropped cubes, so more varied outcomes.
+* `ogbench_misaligned`: `ogbench_noisy` that believes its target cube is somewhere else: per
+  episode an xy error of 6 cm in a uniformly random direction (`target_error`). It heads the
+  right way and then misses by centimetres, as an imprecise learned policy does; the closed-loop
+  benchmark's OGBench base policy (the planner has to find the cube in the image).
 * `ogbench_play`:   `CubePlanOracle` (open-loop keyframe plan with smoothed noise 0.1 /
   smoothing 0.5, OGBench's "play" datasets), re-planned when its target changes or its
   plan has run out with the cube not yet placed.
@@ -55,6 +59,7 @@ POLICY_SETTINGS: dict[str, dict[str, Any]] = {
     "ogbench_noisy": dict(oracle="markov", noise=0.1, p_random_action=0.1),
     "ogbench_noisy_high": dict(oracle="markov", noise=0.3),
     "ogbench_play": dict(oracle="plan", noise=0.1),
+    "ogbench_misaligned": dict(oracle="markov", noise=0.1, p_random_action=0.1, target_error=0.06),
 }
 
 _SHADOWS: dict[int, Any] = {}
@@ -149,21 +154,24 @@ class OGBenchOraclePolicy:
     """OGBench's `CubeMarkovOracle` or `CubePlanOracle` behind the `Policy` protocol."""
 
     def __init__(self, oracle: str = "markov", noise: float = 0.0, noise_smoothing: float = 0.5,
-                 min_norm: float = 0.4, p_random_action: float = 0.0, chunk_length: int = 16, seed: int = 0) -> None:
+                 min_norm: float = 0.4, p_random_action: float = 0.0, target_error: float = 0.0,
+                 chunk_length: int = 16, seed: int = 0) -> None:
         if oracle not in ("markov", "plan"):
             raise ValueError(f"oracle must be 'markov' or 'plan', got {oracle!r}")
-        if noise < 0 or not 0.0 <= p_random_action <= 1.0 or chunk_length < 1:
-            raise ValueError("noise must be >= 0, p_random_action in [0, 1], chunk_length >= 1")
+        if noise < 0 or target_error < 0 or not 0.0 <= p_random_action <= 1.0 or chunk_length < 1:
+            raise ValueError("noise and target_error must be >= 0, p_random_action in [0, 1], chunk_length >= 1")
         self.oracle_kind = oracle
         self.noise = float(noise)
         self.noise_smoothing = float(noise_smoothing)
         self.min_norm = float(min_norm)
         self.p_random_action = float(p_random_action)
+        self.target_error = float(target_error)
         self.chunk_length = int(chunk_length)
         self._rng = np.random.default_rng(seed)
         self._oracles: dict[int, Any] = {}
         self._task: TaskSpec | None = None
         self._episode_noise = 0.0
+        self._believed_offset = np.zeros(3)
         self._sequencer = CubeSequencer()
         self._oracle_target: tuple | None = None
 
@@ -173,6 +181,8 @@ class OGBenchOraclePolicy:
             self._rng = np.random.default_rng(seed)
         # OGBench's noisy datasets draw the noise level per episode
         self._episode_noise = float(self._rng.uniform(0.0, self.noise)) if self.oracle_kind == "markov" else 0.0
+        angle = self._rng.uniform(0.0, 2 * np.pi)
+        self._believed_offset = self.target_error * np.array([np.cos(angle), np.sin(angle), 0.0])
         self._sequencer = CubeSequencer()
         self._oracle_target = None
 
@@ -228,6 +238,9 @@ class OGBenchOraclePolicy:
             released = float(info["proprio/gripper_contact"][0]) < RELEASED_CONTACT
             target = self._sequencer.choose(positions, goals, info["proprio/effector_pos"], released)
         info = dict(info)
+        if self.target_error:
+            key_pos = f"privileged/block_{target.block}_pos"
+            info[key_pos] = np.asarray(info[key_pos], dtype=float) + self._believed_offset
         info["privileged/target_block"] = target.block
         info["privileged/target_block_pos"] = np.asarray(target.goal, dtype=float)
         info["privileged/target_block_yaw"] = np.zeros(1)     # OGBench's evaluation goals are unrotated

@@ -359,5 +359,5 @@ def make_policy(name: str, **kw):
         cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; valid: {sorted(POLICIES)}, and on OGBench envs "
-                         f"ogbench_oracle, ogbench_noisy, ogbench_noisy_high, ogbench_play") from None
+                         f"ogbench_oracle, ogbench_noisy, ogbench_noisy_high, ogbench_misaligned, ogbench_play") from None
     return cls(**kw)
