@@ -265,3 +265,41 @@ def test_collect_and_saqa_on_ogbench(tmp_path, monkeypatch):
     report = build_saqa(tmp_path / "og", tmp_path / "og" / "saqa.h5", SAQAConfig(seed=0))
     for family in ("moved", "moved_any", "grasped", "gripper_touching", "gripper_closer"):
         assert report.per_family[family]["rows"] > 0, family
+
+
+# ---- the shipped OGBench world model -----------------------------------------------------------
+
+def test_shipped_ogbench_world_model_sees_and_predicts_the_touch(visual_env):
+    """`tiny-ogbench` on frames it never saw (seeds outside its data): no touch at the start, a
+    touch once the oracle's pads are on the cube, and, from the start frame, a touch likelier
+    with the oracle's actions than with the hand held still."""
+    import torch
+
+    from swm_ros.models.registry import load_world_model
+
+    model = load_world_model("tiny-ogbench").eval()
+    questions = ["Is the gripper touching the red block?", "Does the gripper touch the red block?"]
+    frame = lambda o: model.process_frames(o.images["front_pixels"])
+    no_actions = np.zeros((1, 0, 5), np.float32)
+    for seed in (12, 13):
+        obs = first = visual_env.reset(seed=seed, task="reach")
+        policy = make_policy("ogbench_oracle")
+        policy.reset(visual_env.task, seed=seed)
+        executed = []
+        while not visual_env.success() and len(executed) < 60:
+            for a in policy.propose(obs, 1)[0]:
+                obs = visual_env.step(a)
+                executed.append(a)
+                if visual_env.success():
+                    break
+        assert visual_env.success()
+        with torch.no_grad():
+            p_start = model.p_yes(frame(first), no_actions, questions)
+            p_touch = model.p_yes(frame(obs), no_actions, questions)
+            executed = np.asarray(executed, np.float32)[None]
+            p_future = model.p_yes(frame(first), executed, questions)
+            p_still = model.p_yes(frame(first), np.zeros_like(executed), questions)    # the hand holds still
+        assert float(p_start.max()) < 0.2 and float(p_touch.min()) > 0.5, (seed, p_start, p_touch)
+        # what a planner ranks by: the oracle's actions make the touch clearly likelier than none
+        assert float(p_future.mean()) > float(p_still.mean()) + 0.2, \
+            (seed, p_future, p_still)
