@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from swm_ros.evaluation.closed_loop import (SEED_BASE, ClosedLoopConfig, EpisodeResult, read_episodes,
+from swm_ros.evaluation.closed_loop import (SEED_BASE, ClosedLoopConfig, EpisodeResult, plot_results, read_episodes,
                                             run_closed_loop, summarise, wilson_interval, write_reports)
 
 
@@ -19,6 +19,17 @@ def test_wilson_interval_known_values():
     assert lo == pytest.approx(0.366, abs=1e-3) and hi == pytest.approx(0.634, abs=1e-3)
     lo, hi = wilson_interval(50, 50)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(0.9287, abs=1e-3)
+
+
+def test_all_successes_report_and_plot(tmp_path):
+    """50/50 has an upper bound of exactly 1 (rounding once made the bar chart's error negative)."""
+    assert wilson_interval(50, 50)[1] == 1.0 and wilson_interval(0, 50)[0] == 0.0
+    cfg = ClosedLoopConfig(tasks=("reach",), methods=("scripted",), splits=("id",), seeds=50)
+    eps = [EpisodeResult("reach", "id", "nominal", "scripted", SEED_BASE + e, True, 20, [], 1.0) for e in range(50)]
+    summary = summarise(cfg, eps)
+    assert summary["results"][0]["success_rate"] == 1.0
+    plot_results(summary, tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_summary_groups_and_ignores_episodes_outside_the_grid():

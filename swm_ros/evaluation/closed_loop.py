@@ -246,7 +246,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)      # exact: rounding left 0.999...
+    return lo, hi
 
 
 def summarise(cfg: ClosedLoopConfig, episodes: Iterable[EpisodeResult]) -> dict[str, Any]:
@@ -311,8 +313,9 @@ def plot_results(summary: dict[str, Any], path: Path) -> None:
                 continue
             xs.append(g + (i - (len(methods) - 1) / 2) * width)
             ys.append(100 * r["success_rate"])
-            err[0].append(100 * (r["success_rate"] - r["ci95"][0]))
-            err[1].append(100 * (r["ci95"][1] - r["success_rate"]))
+            # clamped: at 0 % or 100 % the Wilson bound equals the rate up to rounding, either side
+            err[0].append(max(0.0, 100 * (r["success_rate"] - r["ci95"][0])))
+            err[1].append(max(0.0, 100 * (r["ci95"][1] - r["success_rate"])))
         ax.bar(xs, ys, width, yerr=err, capsize=2, label=m)
     ax.set_xticks(range(len(groups)), [f"{t}\n{s}" for t, s in groups])
     ax.set(ylabel="success rate (%)", ylim=(0, 105), title="closed loop: base policy vs SWM planner")
@@ -329,6 +332,7 @@ def write_reports(summary: dict[str, Any], out: Path) -> None:
 
 
 def cli_eval_closed_loop(args: Any) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")     # before the env check below imports MuJoCo (OGBench)
     csv = lambda s: tuple(x for x in s.split(",") if x)
     try:
         setup = env_setup(args.env)
