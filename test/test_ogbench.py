@@ -270,18 +270,20 @@ def test_collect_and_saqa_on_ogbench(tmp_path, monkeypatch):
 # ---- the shipped OGBench world model -----------------------------------------------------------
 
 def test_shipped_ogbench_world_model_sees_and_predicts_the_touch(visual_env):
-    """`tiny-ogbench` on frames it never saw (seeds outside its data): no touch at the start, a
-    touch once the oracle's pads are on the cube, and, from the start frame, a touch likelier
-    with the oracle's actions than with the hand held still."""
+    """`tiny-ogbench` on frames it never saw (seeds outside its data), averaged over the episodes
+    in which OGBench's oracle touches the cube: no touch at the start, a touch once the pads are
+    on the cube, and, from the start frame, a touch likelier with the oracle's actions than with
+    the hand held still (what a planner ranks by)."""
     import torch
 
     from swm_ros.models.registry import load_world_model
 
     model = load_world_model("tiny-ogbench").eval()
     questions = ["Is the gripper touching the red block?", "Does the gripper touch the red block?"]
-    frame = lambda o: model.process_frames(o.images["front_pixels"])
-    no_actions = np.zeros((1, 0, 5), np.float32)
-    for seed in (12, 13):
+    p_yes = lambda o, actions: float(model.p_yes(model.process_frames(o.images["front_pixels"]), actions,
+                                                 questions).mean())
+    rows = []
+    for seed in range(10, 18):
         obs = first = visual_env.reset(seed=seed, task="reach")
         policy = make_policy("ogbench_oracle")
         policy.reset(visual_env.task, seed=seed)
@@ -292,14 +294,13 @@ def test_shipped_ogbench_world_model_sees_and_predicts_the_touch(visual_env):
                 executed.append(a)
                 if visual_env.success():
                     break
-        assert visual_env.success()
+        if not visual_env.success():
+            continue
+        executed = np.asarray(executed, np.float32)[None]
         with torch.no_grad():
-            p_start = model.p_yes(frame(first), no_actions, questions)
-            p_touch = model.p_yes(frame(obs), no_actions, questions)
-            executed = np.asarray(executed, np.float32)[None]
-            p_future = model.p_yes(frame(first), executed, questions)
-            p_still = model.p_yes(frame(first), np.zeros_like(executed), questions)    # the hand holds still
-        assert float(p_start.max()) < 0.2 and float(p_touch.min()) > 0.5, (seed, p_start, p_touch)
-        # what a planner ranks by: the oracle's actions make the touch clearly likelier than none
-        assert float(p_future.mean()) > float(p_still.mean()) + 0.2, \
-            (seed, p_future, p_still)
+            rows.append((p_yes(first, executed[:, :0]), p_yes(obs, executed[:, :0]),
+                         p_yes(first, executed), p_yes(first, np.zeros_like(executed))))
+    assert len(rows) >= 5
+    p_start, p_touch, p_future, p_still = np.mean(rows, axis=0)
+    assert p_start < 0.1 and p_touch > 0.6, rows
+    assert p_future > p_still + 0.2, rows

@@ -18,8 +18,9 @@ so methods see the same scenes.
 `--env ogbench-cube-single` (or `-double`) runs the SWM paper's OGBench reach task instead
 (touch OGBench's target cube with a finger pad, 200 steps, OGBench's 64x64 front camera):
 the base policy is `ogbench_misaligned` (OGBench's noisy oracle with a 6 cm error in where it
-thinks the cube is), `scripted` is OGBench's own oracle, and the world model must be one
-trained on OGBench SAQA (`--checkpoint`). OGBench has no OOD variants here: split `id` only.
+thinks the cube is), `scripted` is OGBench's own oracle, and the world model is the shipped
+`tiny-ogbench` (trained on OGBench SAQA) unless `--checkpoint` names another. OGBench has no
+OOD variants here: split `id` only.
 
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
 resumes where it stopped. The summary (JSON with a `results` list, Markdown, bar chart) is
