@@ -13,7 +13,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--episodes",), dict(type=int, default=3, help="seeded episodes per method")),
         (("--task",), dict(default="reach", help="task family")),
         (("--methods",), dict(default="base,swm", help="comma list: base (policy alone), swm (with the planner)")),
-        (("--policy",), dict(default="noisy", help="base policy: noisy | learned | scripted | random")),
+        (("--policy",), dict(default="learned", help="base policy: learned (the shipped one) | noisy | scripted | random")),
         (("--planner",), dict(default="grad", help="planner config for swm: grad | mppi | cem | rank")),
         (("--out",), dict(default="runs/demo", help="report directory")),
     ],

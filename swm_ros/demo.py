@@ -167,7 +167,7 @@ class _Supervisor:
 
 
 def run_demo(task: str = "reach", episodes: int = 3, out: str | Path = "runs/demo", robot: str = "nicol",
-             first_seed: int = 0, methods: tuple[str, ...] = ("base", "swm"), policy: str = "noisy",
+             first_seed: int = 0, methods: tuple[str, ...] = ("base", "swm"), policy: str = "learned",
              planner: str = "grad", max_steps: int = 100) -> list[EpisodeReport]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
