@@ -14,6 +14,7 @@ from typing import Any, Callable
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -112,6 +113,12 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
             executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # SIGINT can land in a finaliser (Future.__del__), which swallows the KeyboardInterrupt;
+        # the executor then builds its next wait set on the context the signal handler has
+        # already shut down. That is a clean stop; an RCLError with the context alive is not.
+        if rclpy.ok():
+            raise
     except StartupError as e:
         rclpy.logging.get_logger("swm_ros").fatal(str(e))
         print(f"error: {e}", file=sys.stderr, flush=True)
