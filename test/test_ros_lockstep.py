@@ -38,14 +38,13 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     diags = probe.collect(DiagnosticArray, "/diagnostics", qos.DIAGNOSTICS)
     procs = {n.name: start_node(n.executable, *n.ros_args()[1:], name=n.name) for n in graph.nodes}
     # the policy plans only once the sim's first observations are in: by then the probe must have
-    # discovered its publisher, or the first chunk (the reference for sim time) could pass unseen
+    # discovered its publisher, or the first chunk (the start of the wall-time figure) could pass unseen
     assert probe.wait_for(lambda: probe.node.count_publishers("/action_chunk") > 0, 60)
     # the clock starts when the first chunk is executed: start-up (seconds of imports) is not sim speed
     assert probe.wait_for(lambda: chunks, 60), "\n".join(p.output()[-2000:] for p in procs.values())
-    # sim time from the first chunk's stamp (the sim time of the observation it was planned
-    # from): under load /clock messages can all reach the probe late, or, once the episode has
-    # succeeded and lockstep holds time still, not at all
-    wall0, sim0 = time.monotonic(), conv.to_seconds(chunks[0].header.stamp)
+    # wall time from the first chunk seen (the sim speed figure printed below is rough under load;
+    # /clock messages can all reach the probe late, or, once lockstep holds time still, not at all)
+    wall0 = time.monotonic()
     ok = probe.wait_for(lambda: any(w.success for w in world), 90)
     wall = time.monotonic() - wall0
     logs = "\n".join(f"--- {n}\n{p.output()[-3000:]}" for n, p in procs.items())
@@ -54,10 +53,10 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     # sim time moved on and stayed consistent: /clock, world stamps never went backwards
     stamps = [conv.to_seconds(w.header.stamp) for w in world]
     assert all(b >= a for a, b in zip(stamps, stamps[1:])), [(a, b) for a, b in zip(stamps, stamps[1:]) if b < a][:5]
-    # under load the probe's first chunk can be one sent after the success (CI saw -0.66 s), so
-    # the reference is the earliest sim time the probe saw at all, chunk or world state
-    sim0 = min(sim0, stamps[0])
-    sim = conv.to_seconds(success.header.stamp) - sim0
+    # sim_node's clock starts at 0, so the success's stamp is the sim time the episode took. (Under
+    # load the probe can miss all it published before the success: CI once saw the success as
+    # the first world state, its first chunk after it; no stamp the probe sees is a safe origin.)
+    sim = conv.to_seconds(success.header.stamp)
     assert sim > 0.0, (sim, stamps[:3], conv.to_seconds(chunks[0].header.stamp))
     # lockstep's point: not a single chunk was too old when the controller got it
     assert "stale" not in procs["controller_node"].output(), logs
