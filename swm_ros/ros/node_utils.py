@@ -92,6 +92,9 @@ def declare_parameters(node: Node, table: dict[str, Param]) -> SimpleNamespace:
     return SimpleNamespace(**values)
 
 
+SHUTDOWN_TIMEOUT_S = 3.0
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """init -> build -> spin -> clean shutdown (research/ros2-pip.md §5.7). Returns the exit code.
 
@@ -124,7 +127,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
         print(f"error: {e}", file=sys.stderr, flush=True)
         rc = 2
     finally:
-        executor.shutdown()
+        executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)   # a callback stuck past this does not hold the stop
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
