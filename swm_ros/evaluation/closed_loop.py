@@ -92,14 +92,14 @@ class EpisodeResult:
 @dataclass
 class ClosedLoopConfig:
     env: str = NICOL_ENV
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] | None = None         # None: all of the env's
     methods: tuple[str, ...] = METHODS
-    splits: tuple[str, ...] = ("id", "ood")
+    splits: tuple[str, ...] | None = None        # None: all of the env's
     seeds: int = 50
     num_proposals: int = 8
     execute_steps: int = 8
     render_size: tuple[int, int] | None = None   # None: the env's (NicoL 240x320, OGBench 64x64)
-    world_model: str = "tiny"          # checkpoint directory or a backend's shipped weights
+    world_model: str | None = None     # checkpoint directory or shipped weights; None: the env's
     base_policy: str | None = None     # None: the env's (NicoL learned, OGBench ogbench_misaligned)
     max_steps: int | None = None       # None: each task's own budget
     threads: int = 2
@@ -107,6 +107,8 @@ class ClosedLoopConfig:
 
     def __post_init__(self) -> None:
         setup = env_setup(self.env)
+        self.tasks = setup.tasks if self.tasks is None else self.tasks
+        self.splits = setup.splits if self.splits is None else self.splits
         for t in self.tasks:
             if t not in setup.tasks:
                 raise ValueError(f"unknown task {t!r} for env {self.env!r}; tasks are {setup.tasks}")
@@ -120,6 +122,8 @@ class ClosedLoopConfig:
             self.render_size = setup.render_size
         if self.base_policy is None:
             self.base_policy = setup.base_policy
+        if self.world_model is None:
+            self.world_model = setup.world_model
         if self.seeds < 1 or self.num_proposals < 1 or self.execute_steps < 1:
             raise ValueError("seeds, num_proposals and execute_steps must be >= 1")
 
@@ -314,9 +318,8 @@ def plot_results(summary: dict[str, Any], path: Path) -> None:
                 continue
             xs.append(g + (i - (len(methods) - 1) / 2) * width)
             ys.append(100 * r["success_rate"])
-            # clamped: at 0 % or 100 % the Wilson bound equals the rate up to rounding, either side
-            err[0].append(max(0.0, 100 * (r["success_rate"] - r["ci95"][0])))
-            err[1].append(max(0.0, 100 * (r["ci95"][1] - r["success_rate"])))
+            err[0].append(100 * (r["success_rate"] - r["ci95"][0]))
+            err[1].append(100 * (r["ci95"][1] - r["success_rate"]))
         ax.bar(xs, ys, width, yerr=err, capsize=2, label=m)
     ax.set_xticks(range(len(groups)), [f"{t}\n{s}" for t, s in groups])
     ax.set(ylabel="success rate (%)", ylim=(0, 105), title="closed loop: base policy vs SWM planner")
@@ -336,12 +339,10 @@ def cli_eval_closed_loop(args: Any) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")     # before the env check below imports MuJoCo (OGBench)
     csv = lambda s: tuple(x for x in s.split(",") if x)
     try:
-        setup = env_setup(args.env)
-        splits = setup.splits if args.split == "both" else (args.split,)
-        tasks = setup.tasks if args.tasks is None else csv(args.tasks)
-        cfg = ClosedLoopConfig(env=args.env, tasks=tasks, methods=csv(args.methods), splits=splits, seeds=args.seeds,
-                               num_proposals=args.num_proposals, execute_steps=args.execute_steps,
-                               world_model=args.checkpoint or setup.world_model, base_policy=args.policy,
+        cfg = ClosedLoopConfig(env=args.env, tasks=None if args.tasks is None else csv(args.tasks),
+                               methods=csv(args.methods), splits=None if args.split == "both" else (args.split,),
+                               seeds=args.seeds, num_proposals=args.num_proposals, execute_steps=args.execute_steps,
+                               world_model=args.checkpoint, base_policy=args.policy,
                                max_steps=args.max_steps, threads=args.threads, out=args.out)
         summary = run_closed_loop(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
