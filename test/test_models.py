@@ -128,6 +128,25 @@ def test_cached_features_match_full_forward(model):
     assert (per_row - cached).abs().max().item() < 1e-5
 
 
+def test_final_block_answering_only_the_last_position_equals_the_full_block(model):
+    # the shortcut the final block takes (only <answer> queries and goes through the MLP)
+    # must give that position exactly what the full block gives it, masked keys included
+    blk = model.blocks[-1]
+    x = torch.randn(3, 20, model.config.d_model)
+    attend = torch.ones(3, 1, 1, 20, dtype=torch.bool)
+    attend[1, ..., 5:9] = False
+    with torch.no_grad():
+        full = blk(x, attend)
+        last = blk(x, attend, last_only=True)
+    assert last.shape == (3, 1, model.config.d_model)
+    assert (last[:, 0] - full[:, -1]).abs().max().item() < 1e-5
+    # ... and the masked keys are still masked: changing them changes nothing
+    y = x.clone()
+    y[1, 5:9] += 10.0
+    with torch.no_grad():
+        assert (blk(y, attend, last_only=True)[1] - last[1]).abs().max().item() < 1e-5
+
+
 def test_questions_change_the_answer_and_rows_are_independent(model):
     imgs, acts = _images(3), _actions(3, 8)
     out = model.answer_logits(imgs, acts, QUESTIONS)

@@ -92,13 +92,18 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        # x (N, S, d); attend (N, 1, 1, S) bool, True = key may be attended to
+    def forward(self, x: torch.Tensor, attend: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x (N, S, d); attend (N, 1, 1, S) bool, True = key may be attended to. `last_only`:
+        every position is still a key, but only the last one queries and goes through the
+        MLP, and (N, 1, d) comes back: in the final block only the <answer> position is read,
+        and the other positions' outputs would be two thirds of that block's work."""
         n, s, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).reshape(n, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:
+            q, x = q[:, :, -1:], x[:, -1:]
         drop = self.dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, dropout_p=drop)
-        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(n, s, d)), drop, self.training)
+        x = x + F.dropout(self.proj(a.transpose(1, 2).reshape(n, x.shape[1], d)), drop, self.training)
         return x + F.dropout(self.mlp(self.norm2(x)), drop, self.training)
 
 
@@ -180,8 +185,9 @@ class LateFusionWorldModel(WorldModel):
             action_mask.unsqueeze(1).expand(b, q, t),
             keep_words,
         ], dim=2).reshape(b * q, 1, 1, -1)
-        for blk in self.blocks:
-            x = blk(x, keep)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, keep, last_only=i == last)
         h = self.final_norm(x[:, -1])                                                        # the <answer> position
         # language head restricted to the answer words: rows "no", "yes" of the tied embedding
         w = self.word_emb.weight[self.answer_ids]                                            # (2, d)
