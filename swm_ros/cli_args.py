@@ -3,6 +3,18 @@ from __future__ import annotations
 
 Arg = tuple[tuple[str, ...], dict]
 
+# where a bag's topics are: the robot profile's names under a namespace, each overridable
+BAG_TOPIC_ARGS: list[Arg] = [
+    (("--robot",), dict(default="nicol", help="robot profile (camera and joint topic names)")),
+    (("--camera",), dict(default="overhead", help="profile camera whose image topic is used")),
+    (("--namespace",), dict(default="", help="namespace the graph ran in (prefix of its relative topics)")),
+    (("--image-topic",), dict(default=None, help="override: image topic in the bag")),
+    (("--world-state-topic",), dict(default=None, help="override: WorldState (labels) topic")),
+    (("--action-chunk-topic",), dict(default=None, help="override: ActionChunk topic")),
+    (("--joint-states-topic",), dict(default=None, help="override: JointState topic")),
+    (("--task-info-topic",), dict(default=None, help="override: TaskInfo topic")),
+]
+
 ARGUMENTS: dict[str, list[Arg]] = {
     "cli_up": [
         (("graph",), dict(help="graph name in config/graphs (e.g. sim) or a path to a graph YAML")),
@@ -147,27 +159,11 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("bag",), dict(help="rosbag2 directory")),
         (("--out",), dict(required=True, help="collection directory to write (episodes/ + manifest.json)")),
         (("--compression",), dict(default="lzf", help="image compression: lzf, gzip[:level] or none")),
-        (("--robot",), dict(default="nicol", help="robot profile (camera and joint topic names)")),
-        (("--camera",), dict(default="overhead", help="profile camera whose image topic is used")),
-        (("--namespace",), dict(default="", help="namespace the graph ran in (prefix of its relative topics)")),
-        (("--image-topic",), dict(default=None, help="override: image topic in the bag")),
-        (("--world-state-topic",), dict(default=None, help="override: WorldState (labels) topic")),
-        (("--action-chunk-topic",), dict(default=None, help="override: ActionChunk topic")),
-        (("--joint-states-topic",), dict(default=None, help="override: JointState topic")),
-        (("--task-info-topic",), dict(default=None, help="override: TaskInfo topic")),
-    ],
+    ] + BAG_TOPIC_ARGS,
     "cli_bag_from_episodes": [
         (("episodes",), dict(nargs="+", help="episode files or collection directories")),
         (("--out",), dict(required=True, help="bag directory to create")),
-        (("--robot",), dict(default="nicol", help="robot profile (camera and joint topic names)")),
-        (("--camera",), dict(default="overhead", help="profile camera whose image topic is used")),
-        (("--namespace",), dict(default="", help="namespace the graph ran in (prefix of its relative topics)")),
-        (("--image-topic",), dict(default=None, help="override: image topic in the bag")),
-        (("--world-state-topic",), dict(default=None, help="override: WorldState (labels) topic")),
-        (("--action-chunk-topic",), dict(default=None, help="override: ActionChunk topic")),
-        (("--joint-states-topic",), dict(default=None, help="override: JointState topic")),
-        (("--task-info-topic",), dict(default=None, help="override: TaskInfo topic")),
-    ],
+    ] + BAG_TOPIC_ARGS,
     "cli_bag_eval": [
         (("bag",), dict(help="rosbag2 directory with images, world_state, action_chunk, joint states")),
         (("--checkpoint",), dict(default=None, help="world-model checkpoint directory (default: shipped tiny)")),
@@ -192,15 +188,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--rate",), dict(type=float, default=1.0, help="--graph: playback speed factor")),
         (("--execute-steps",), dict(type=int, default=8, help="--graph: actions per plan (receding horizon)")),
         (("--json",), dict(action="store_true", help="print a JSON summary")),
-        (("--robot",), dict(default="nicol", help="robot profile (camera and joint topic names)")),
-        (("--camera",), dict(default="overhead", help="profile camera whose image topic is used")),
-        (("--namespace",), dict(default="", help="namespace the graph ran in (prefix of its relative topics)")),
-        (("--image-topic",), dict(default=None, help="override: image topic in the bag")),
-        (("--world-state-topic",), dict(default=None, help="override: WorldState (labels) topic")),
-        (("--action-chunk-topic",), dict(default=None, help="override: ActionChunk topic")),
-        (("--joint-states-topic",), dict(default=None, help="override: JointState topic")),
-        (("--task-info-topic",), dict(default=None, help="override: TaskInfo topic")),
-    ],
+    ] + BAG_TOPIC_ARGS,
     "cli_bench_scoring": [
         (("--json",), dict(action="store_true", help="print one JSON object")),
         (("--out",), dict(default="runs/bench/scoring.json", help="where to write the figures")),
