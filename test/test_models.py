@@ -27,14 +27,20 @@ QUESTIONS = [
 torch.set_num_threads(2)
 
 
-# late fusion only, and with words grounded in the frame's colour map
-CONFIGS = {"late": TinyConfig(grounding=False), "grounded": TinyConfig(grounding=True)}
+# late fusion only, with words grounded in the frame's colour map, and with the actions'
+# running sums as features too
+CONFIGS = {"late": TinyConfig(grounding=False), "grounded": TinyConfig(grounding=True),
+           "sums": TinyConfig(grounding=True, action_sums=True)}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
 def model(request) -> TinyWorldModel:
     torch.manual_seed(0)
-    return TinyWorldModel(CONFIGS[request.param]).eval()
+    m = TinyWorldModel(CONFIGS[request.param]).eval()
+    if m.action_sums is not None:        # zero at init: give them weights, so the tests see them act
+        for layer in m.action_sums.values():
+            torch.nn.init.normal_(layer.weight, std=0.2)
+    return m
 
 
 def _images(b: int, seed: int = 0) -> torch.Tensor:
@@ -145,6 +151,23 @@ def test_final_block_answering_only_the_last_position_equals_the_full_block(mode
     y[1, 5:9] += 10.0
     with torch.no_grad():
         assert (blk(y, attend, last_only=True)[1] - last[1]).abs().max().item() < 1e-5
+
+
+def test_action_sums_start_as_the_model_without_them_and_then_matter():
+    torch.manual_seed(0)
+    plain = TinyWorldModel(TinyConfig()).eval()
+    sums = TinyWorldModel(TinyConfig(action_sums=True)).eval()
+    missing, unexpected = sums.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("action_sums.") for k in missing)
+    imgs, acts = _images(2), _actions(2, 12)
+    with torch.no_grad():
+        assert torch.allclose(sums.answer_logits(imgs, acts, QUESTIONS), plain.answer_logits(imgs, acts, QUESTIONS),
+                              atol=1e-6)
+        torch.nn.init.normal_(sums.action_sums["total"].weight, std=0.2)
+        assert not torch.allclose(sums.answer_logits(imgs, acts, QUESTIONS),
+                                  plain.answer_logits(imgs, acts, QUESTIONS), atol=1e-4)
+        # no actions (h = 0, "is it true now") answers too
+        assert sums.answer_logits(imgs, torch.zeros(2, 0, ACTION_DIM), QUESTIONS).shape == (2, len(QUESTIONS), 2)
 
 
 def test_questions_change_the_answer_and_rows_are_independent(model):

@@ -262,6 +262,16 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     a, b = load_world_model(first).state_dict(), load_world_model(second).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
+    # a model with a zero-initialised extra part (action sums) may start from one without it
+    sums = tmp_path / "sums"
+    cfg_path.write_text(yaml.safe_dump({**cfg, "lr": 0.0, "init_from": str(first),
+                                        "model": {**cfg["model"], "action_sums": True}}))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(sums), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    c = load_world_model(sums).state_dict()
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    assert all(not v.any() for k, v in c.items() if k.startswith("action_sums."))
+
     wider = {**cfg, "init_from": str(first), "model": {**cfg["model"], "d_model": 48, "heads": 2}}
     cfg_path.write_text(yaml.safe_dump(wider))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")

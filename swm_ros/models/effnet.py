@@ -70,6 +70,7 @@ class EffNetConfig:
     grounding: bool = True           # as tiny's (models/grounding.py): only the image encoder differs
     grounding_cells: int = 32
     grounding_entities: list[str] = dataclasses.field(default_factory=lambda: ["gripper", "hand"])
+    action_sums: bool = False        # as tiny's: running sums of the actions as features
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:

@@ -6,7 +6,9 @@ Sequence (one per (row, question)), bidirectional like a VLM prefix:
 
 - image tokens: a strided conv encoder on the 64x64 image, plus learned 2-D positions;
 - action tokens: `Linear(ACTION_DIM -> d)` per step plus a learned step-position embedding,
-  as in the paper's action projector; padded steps are masked out of attention;
+  as in the paper's action projector; padded steps are masked out of attention; with
+  `action_sums`, plus a linear projection of the running sum of the actions so far, and the
+  question words get one of the whole (unmasked) chunk's sum;
 - question tokens: word embeddings (`text.Tokenizer`) plus word positions; padding masked;
 - optionally (`grounding`) each question word gets the image position of what it names
   (models/grounding.py): a colour word finds its block in one hop instead of the transformer
@@ -48,6 +50,10 @@ class TinyConfig:
     max_steps: int = 64              # longest action chunk (step-position embeddings)
     max_question_len: int = 24       # words per question (longer ones are truncated)
     action_dim: int = ACTION_DIM
+    # each action token also gets its running sum (where the commanded effector has got to, as
+    # actions are displacements) and every question word the whole prefix's sum: motion over
+    # a long horizon is one token away instead of a sum attention has to assemble
+    action_sums: bool = False
     # two extra input channels holding each pixel's (x, y) in [-1, 1] ("CoordConv"): where a
     # block is becomes a feature, not only a token position, which relative questions need
     coord_channels: bool = False
@@ -114,11 +120,17 @@ class LateFusionWorldModel(WorldModel):
     action_dim, max_steps, max_question_len, d_model, heads, mlp_ratio, dropout, layers,
     grounding, grounding_cells and grounding_entities."""
 
+    # parts with a zero init that a checkpoint without them may start from (train `init_from`)
+    ZERO_INIT_PARTS = ("action_sums",)
+
     def _build_fusion(self, c) -> None:
         d = c.d_model
         # actions: one token per step through a linear projection + step positions
         self.action_proj = nn.Linear(c.action_dim, d)
         self.step_pos = nn.Parameter(torch.zeros(1, c.max_steps, d))
+        # zero-initialised (`_init_weights`): a model without them loads and answers the same
+        self.action_sums = (nn.ModuleDict({"step": nn.Linear(c.action_dim, d), "total": nn.Linear(c.action_dim, d)})
+                            if getattr(c, "action_sums", False) else None)
         # text
         self.word_emb = nn.Embedding(len(self.tokenizer), d)
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
@@ -144,6 +156,10 @@ class LateFusionWorldModel(WorldModel):
                 nn.init.zeros_(m.bias)
         # the action projection sees raw actions in [-1, 1]: a larger init lets them matter early
         nn.init.normal_(self.action_proj.weight, std=0.2)
+        if self.action_sums is not None:
+            for m in self.action_sums.values():
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
         if self.grounding is not None:
             self.grounding.reset_parameters()      # its own init (see WordGrounding.reset_parameters)
 
@@ -177,6 +193,11 @@ class LateFusionWorldModel(WorldModel):
 
         img = img_tokens.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
         act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]          # (B, T, d)
+        if self.action_sums is not None:
+            # a running sum only looks back, so a prefix's tokens are the same padded or cut
+            kept = actions * action_mask.unsqueeze(-1).to(actions.dtype)
+            act = act + self.action_sums["step"](torch.cumsum(kept, dim=1))
+            txt = txt + self.action_sums["total"](kept.sum(1))[:, None, None, :]
         act = act.unsqueeze(1).expand(b, q, t, d)
         x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + txt.shape[2], d)
 

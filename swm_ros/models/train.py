@@ -200,9 +200,16 @@ def _init_from(model, backend: str, path: Path) -> None:
         raise ConfigError(f"init_from {path}: backend {saved['backend']!r} and its vocabulary must match the "
                           f"config's ({backend!r})")
     try:
-        model.load_state_dict(_load_tensors(path / WEIGHTS_FILE))
-    except RuntimeError as err:          # missing/unexpected keys or shape mismatches
+        missing, unexpected = model.load_state_dict(_load_tensors(path / WEIGHTS_FILE), strict=False)
+    except RuntimeError as err:          # shape mismatches
         raise ConfigError(f"init_from {path}: its weights do not fit this model: {err}") from None
+    # a part the model adds with a zero init (ZERO_INIT_PARTS) may be missing: it starts as
+    # if absent, so the model answers as the one it starts from
+    zero_init = tuple(f"{part}." for part in getattr(model, "ZERO_INIT_PARTS", ()))
+    missing = [k for k in missing if not k.startswith(zero_init)]
+    if missing or unexpected:
+        raise ConfigError(f"init_from {path}: its weights do not fit this model: missing {missing}, "
+                          f"unexpected {unexpected}")
 
 
 @torch.no_grad()
