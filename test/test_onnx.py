@@ -26,10 +26,14 @@ def _one_thread():
     yield
 
 
-@pytest.fixture(scope="module", params=["late", "grounded"])
+@pytest.fixture(scope="module", params=["late", "grounded", "sums"])
 def tiny_export(tmp_path_factory, request):
     torch.manual_seed(0)
-    model = build_world_model("tiny", {"grounding": request.param == "grounded"}).eval()
+    model = build_world_model("tiny", {"grounding": request.param != "late",
+                                       "action_sums": request.param == "sums"}).eval()
+    if model.action_sums is not None:     # zero at init: give them weights, so the export carries them
+        for layer in model.action_sums.values():
+            torch.nn.init.normal_(layer.weight, std=0.2)
     path = export_scorer(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
     return model, OnnxScorer(path, threads=1)
 
