@@ -52,22 +52,20 @@ class _Supervisor:
     """Test-harness node: resets episodes and records what the graph does."""
 
     def __init__(self, robot: str, camera: str = "overhead") -> None:
-        import rclpy
-        from rclpy.executors import MultiThreadedExecutor
         from sensor_msgs.msg import Image
         from trajectory_msgs.msg import JointTrajectory
 
         from swm_ros.msg import ActionChunk, PlanResult, WorldState
         from swm_ros.ros import qos
         from swm_ros.ros.conversions import image_to_rgb
+        from swm_ros.ros.node_utils import BackgroundNode
         from swm_ros.srv import ResetEpisode
 
         profile = load_robot_profile(robot)
         self._image_to_rgb = image_to_rgb
         self._reset_type = ResetEpisode
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("demo_supervisor", context=self.context)
+        self.ros = BackgroundNode("demo_supervisor", threads=2)
+        self.node = self.ros.node
         self.lock = threading.Lock()
         self.state = None
         self.frames: list[np.ndarray] = []
@@ -81,10 +79,6 @@ class _Supervisor:
         self.node.create_subscription(JointTrajectory, f"{profile.controller.arm_controller}/joint_trajectory",
                                       self._count("trajectories"), qos.COMMAND)
         self.reset_client = self.node.create_client(ResetEpisode, "sim_node/reset")
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
 
     def _on_state(self, msg) -> None:
         with self.lock:
@@ -159,11 +153,7 @@ class _Supervisor:
                              p_yes=[(p[0], p[3], p[4]) for p in plans], frames=frames)
 
     def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self.ros.close()
 
 
 def run_demo(task: str = "reach", episodes: int = 3, out: str | Path = "runs/demo", robot: str = "nicol",

@@ -19,7 +19,6 @@ never plans with, so it stays in bags/evaluate.py (the same model, in process).
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,17 +56,14 @@ class _Listener:
     """The evaluator's own rclpy node (own context, spun on a thread): what the graph decides."""
 
     def __init__(self, arm_topic: str) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.node import Node
         from trajectory_msgs.msg import JointTrajectory
 
         from swm_ros.msg import ActionProposals, PlanResult
         from swm_ros.ros import qos
+        from swm_ros.ros.node_utils import BackgroundNode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = Node("swm_bag_eval", context=self.context)
+        self.ros = BackgroundNode("swm_bag_eval")
+        self.node = self.ros.node
         self.results: list[Any] = []
         self.proposals: dict[int, Any] = {}
         self.shadow: list[Any] = []
@@ -77,10 +73,6 @@ class _Listener:
         self.node.create_subscription(JointTrajectory, "controller_node/shadow_trajectory", self.shadow.append,
                                       qos.COMMAND)
         self.node.create_subscription(JointTrajectory, arm_topic, self.arm.append, qos.COMMAND)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
 
     def _on_proposals(self, msg) -> None:
         self.proposals[_ns(msg.header.stamp)] = msg
@@ -89,9 +81,7 @@ class _Listener:
         return self.node.count_subscribers(topic)
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self.ros.close()
 
 
 def _ns(stamp) -> int:

@@ -134,6 +134,27 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
     return rc
 
 
+class BackgroundNode:
+    """A node in its own rclpy context, spun on a daemon thread, for a program that is not a
+    node itself (the demo's supervisor, the bag evaluator's listener): it watches and calls
+    the graph while the program's own thread waits on what it collects."""
+
+    def __init__(self, name: str, threads: int = 1) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, context=self.context)
+        self.executor = (MultiThreadedExecutor(num_threads=threads, context=self.context) if threads > 1
+                         else SingleThreadedExecutor(context=self.context))
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
 class Diagnostics:
     """A small periodic /diagnostics publisher (diagnostic_updater is not on PyPI).
 
