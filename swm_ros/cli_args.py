@@ -49,6 +49,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--methods",), dict(default="base,swm-grad,swm-mppi,swm-cem,swm-rank,scripted",
                               help="comma list: base, swm-grad, swm-mppi, swm-cem, swm-rank, scripted")),
         (("--seeds",), dict(type=int, default=50, help="episodes per (task, split, method)")),
+        (("--first-seed",), dict(type=int, default=None, help="env seed of the first episode (default 100000, the "
+                                                              "benchmark's scenes); another gives other scenes")),
         (("--split",), dict(default="both", choices=["id", "ood", "both"], help="nominal scenes, OOD variants or both")),
         (("--checkpoint",), dict(default=None, help="world-model checkpoint (default: the shipped tiny model)")),
         (("--policy",), dict(default=None, help="base policy that proposes chunks (default: the env's: "

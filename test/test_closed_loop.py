@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from swm_ros.evaluation.closed_loop import (SEED_BASE, ClosedLoopConfig, EpisodeResult, plot_results, read_episodes,
-                                            run_closed_loop, summarise, wilson_interval, write_reports)
+                                            run_closed_loop, summarise, to_markdown, wilson_interval, write_reports)
 
 
 def test_wilson_interval_known_values():
@@ -84,6 +85,14 @@ def test_grid_runs_resumes_and_reports(tmp_path, tiny_checkpoint):
     assert (tmp_path / "cl" / "success.png").read_bytes()[:4] == b"\x89PNG"
     assert "| reach | id | scripted |" in (tmp_path / "cl" / "report.md").read_text()
 
+    # other scenes: new episodes on the new seeds, and the summary counts only those
+    other = replace(cfg, methods=("scripted",), splits=("id",), first_seed=SEED_BASE + 500)
+    summary = run_closed_loop(other, progress=False)
+    eps = read_episodes(tmp_path / "cl" / "episodes.jsonl")
+    assert len(eps) == 10 and {e.seed for e in eps[-2:]} == {SEED_BASE + 500, SEED_BASE + 501}
+    assert [(r["method"], r["episodes"]) for r in summary["results"]] == [("scripted", 2)]
+    assert f"seeds {SEED_BASE + 500}..{SEED_BASE + 501}" in to_markdown(summary)
+
 
 def test_ogbench_reach_runs_with_the_envs_own_policies(tmp_path):
     """On OGBench the base policy, expert, camera and image size are OGBench's."""
@@ -109,3 +118,5 @@ def test_bad_config_is_refused():
         ClosedLoopConfig(methods=("swm-magic",))
     with pytest.raises(ValueError, match="unknown split"):
         ClosedLoopConfig(splits=("mars",))
+    with pytest.raises(ValueError, match="first_seed must be >= 0"):
+        ClosedLoopConfig(first_seed=-1)

@@ -12,8 +12,9 @@ Methods:
 Every method runs receding horizon: execute `execute_steps` actions of the chunk, observe,
 propose / plan again, until the task succeeds or its step budget is spent. Splits: `id` is
 the nominal scene, `ood` cycles through the unseen-colour, unseen-table and distractor
-variants by seed. Episode e of (task, split) uses env seed SEED_BASE + e for every method,
-so methods see the same scenes.
+variants by seed. Episode e of (task, split) uses env seed `first_seed` + e (default
+SEED_BASE) for every method, so methods see the same scenes; another `--first-seed` gives
+scenes the benchmark's figures were not read from, to check a choice made on them.
 
 `--env ogbench-cube-single` (or `-double`) runs the SWM paper's OGBench reach task instead
 (touch OGBench's target cube with a finger pad, 200 steps, OGBench's 64x64 front camera):
@@ -96,6 +97,7 @@ class ClosedLoopConfig:
     methods: tuple[str, ...] = METHODS
     splits: tuple[str, ...] | None = None        # None: all of the env's
     seeds: int = 50
+    first_seed: int = SEED_BASE        # episode e runs on env seed first_seed + e
     num_proposals: int = 8
     execute_steps: int = 8
     render_size: tuple[int, int] | None = None   # None: the env's (NicoL 240x320, OGBench 64x64)
@@ -126,6 +128,8 @@ class ClosedLoopConfig:
             self.world_model = setup.world_model
         if self.seeds < 1 or self.num_proposals < 1 or self.execute_steps < 1:
             raise ValueError("seeds, num_proposals and execute_steps must be >= 1")
+        if self.first_seed < 0:
+            raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
 
 
 def variant_for(split: str, episode: int) -> str:
@@ -170,7 +174,7 @@ class Controller:
 def run_episode(env, controller: Controller, task: str, split: str, episode: int, cfg: ClosedLoopConfig
                 ) -> EpisodeResult:
     t0 = time.perf_counter()
-    seed = SEED_BASE + episode
+    seed = cfg.first_seed + episode
     variant = variant_for(split, episode)
     obs = env.reset(seed=seed, task=task, variant=variant)
     spec = env.task
@@ -222,14 +226,14 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
     path = out / EPISODES_FILE
     done = {r.key() for r in read_episodes(path)}
     todo = [(t, s, m, e) for t in cfg.tasks for s in cfg.splits for m in cfg.methods for e in range(cfg.seeds)
-            if (t, s, m, SEED_BASE + e) not in done]
+            if (t, s, m, cfg.first_seed + e) not in done]
     model = None
     if any(m.startswith("swm-") for m in cfg.methods):
         from swm_ros.models.registry import load_world_model
 
         model = load_world_model(cfg.world_model)
     env = make_env(cfg.env, task=cfg.tasks[0], image_size=tuple(cfg.render_size),
-                   cameras=(env_setup(cfg.env).camera,), seed=SEED_BASE)
+                   cameras=(env_setup(cfg.env).camera,), seed=cfg.first_seed)
     controllers: dict[str, Controller] = {}
     try:
         with path.open("a") as f:
@@ -258,7 +262,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 def summarise(cfg: ClosedLoopConfig, episodes: Iterable[EpisodeResult]) -> dict[str, Any]:
     wanted = {(t, s, m) for t in cfg.tasks for s in cfg.splits for m in cfg.methods}
-    seeds = {SEED_BASE + e for e in range(cfg.seeds)}
+    seeds = {cfg.first_seed + e for e in range(cfg.seeds)}
     groups: dict[tuple[str, str, str], list[EpisodeResult]] = {}
     for r in episodes:
         if (r.task, r.split, r.method) in wanted and r.seed in seeds:
@@ -285,9 +289,10 @@ def summarise(cfg: ClosedLoopConfig, episodes: Iterable[EpisodeResult]) -> dict[
 
 def to_markdown(summary: dict[str, Any]) -> str:
     c = summary["config"]
+    first = c.get("first_seed", SEED_BASE)
     lines = ["# Closed-loop evaluation", "",
              f"Env `{c.get('env', NICOL_ENV)}`, world model `{c['world_model']}`, base policy `{c['base_policy']}`, {c['num_proposals']} proposals, "
-             f"execute {c['execute_steps']} actions then replan; seeds {SEED_BASE}..{SEED_BASE + c['seeds'] - 1}.", "",
+             f"execute {c['execute_steps']} actions then replan; seeds {first}..{first + c['seeds'] - 1}.", "",
              "| task | split | method | success | 95 % CI | episodes | steps | plan ms median | plan ms p95 |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None else f"{x:.1f}"
@@ -342,6 +347,7 @@ def cli_eval_closed_loop(args: Any) -> int:
         cfg = ClosedLoopConfig(env=args.env, tasks=None if args.tasks is None else csv(args.tasks),
                                methods=csv(args.methods), splits=None if args.split == "both" else (args.split,),
                                seeds=args.seeds, num_proposals=args.num_proposals, execute_steps=args.execute_steps,
+                               first_seed=SEED_BASE if args.first_seed is None else args.first_seed,
                                world_model=args.checkpoint, base_policy=args.policy,
                                max_steps=args.max_steps, threads=args.threads, out=args.out)
         summary = run_closed_loop(cfg, progress=not args.json)
