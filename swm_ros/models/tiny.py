@@ -118,7 +118,7 @@ class LateFusionWorldModel(WorldModel):
     image tokens. A subclass builds its image encoder, then calls `_build_fusion`, then
     `_init_weights`, and answers with `_answer_logits(image_tokens, ...)`. The config needs
     action_dim, max_steps, max_question_len, d_model, heads, mlp_ratio, dropout, layers,
-    grounding, grounding_cells and grounding_entities."""
+    grounding, grounding_cells, grounding_entities and action_sums."""
 
     # parts with a zero init that a checkpoint without them may start from (train `init_from`)
     ZERO_INIT_PARTS = ("action_sums",)
@@ -130,7 +130,7 @@ class LateFusionWorldModel(WorldModel):
         self.step_pos = nn.Parameter(torch.zeros(1, c.max_steps, d))
         # zero-initialised (`_init_weights`): a model without them loads and answers the same
         self.action_sums = (nn.ModuleDict({"step": nn.Linear(c.action_dim, d), "total": nn.Linear(c.action_dim, d)})
-                            if getattr(c, "action_sums", False) else None)
+                            if c.action_sums else None)
         # text
         self.word_emb = nn.Embedding(len(self.tokenizer), d)
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
