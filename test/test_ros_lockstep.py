@@ -31,6 +31,10 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     by = {n.name: n for n in graph.nodes}
     assert by["sim_node"].parameters["publish_clock"] is True
     assert all(by[n].parameters["use_sim_time"] is True for n in ("policy_node", "controller_node"))
+    # the shipped 0.5 wall s wait suits a quiet machine; CI once starved the policy for longer, sim
+    # time moved on without it and its next chunk was rightly stale. What is tested is that
+    # lockstep waits, not how long a starved policy may take.
+    by["sim_node"].parameters["lockstep_timeout"] = 5.0
     # subscribe before the nodes start, so the first chunk seen is the first chunk sent
     world = probe.collect(WorldState, "world_state", qos.STATE)
     chunks = probe.collect(ActionChunk, "action_chunk", qos.COMMAND)
