@@ -88,7 +88,8 @@ class NodeProcess:
         return self.proc.poll() is None
 
     def output(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:    # stop() closes it; the log stays readable
+            self._log_file.flush()
         return self.log.read_text(errors="replace")
 
     def wait(self, timeout: float) -> int:

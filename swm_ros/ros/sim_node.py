@@ -380,6 +380,7 @@ class SimNode(Node):
         # stop physics before the publishers it uses are destroyed
         if hasattr(self, "_stop"):
             self._stop.set()
+            self._command.set()      # wake a lockstep wait now, not after lockstep_timeout
             self._thread.join(timeout=5.0)
         super().destroy_node()
 
