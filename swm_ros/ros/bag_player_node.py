@@ -19,6 +19,7 @@ import threading
 import time
 
 from builtin_interfaces.msg import Time
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
@@ -42,6 +43,8 @@ PARAMETERS: dict[str, Param] = {
     "queue_depth": Param(1000, "publisher history depth (reliable topics block instead of dropping)", positive,
                          "> 0"),
     "allow_partial": Param(False, "play what a damaged bag holds (exit 0) instead of failing at the damage"),
+    "ack_timeout": Param(5.0, "s to wait at the end until reliable subscribers acknowledged every message "
+                              "(as `ros2 bag play --wait-for-all-acked`)", non_negative, ">= 0"),
 }
 
 
@@ -136,6 +139,13 @@ class BagPlayerNode(Node):
             if not self._stop.is_set():
                 self.get_logger().error(f"replay failed: {e!r}")
                 rc = 1
+        # exiting right after the last publish can lose it: a reliable writer that is gone
+        # cannot resend what a loaded subscriber has not acknowledged yet
+        if self.p.ack_timeout > 0 and not self._stop.is_set():
+            unacked = [t for t, pub in self.publishers_.items()
+                       if not pub.wait_for_all_acked(Duration(nanoseconds=int(self.p.ack_timeout * 1e9)))]
+            if unacked:
+                self.get_logger().warning(f"not acknowledged within {self.p.ack_timeout:.1f} s: {unacked}")
         total = sum(self.published.values())
         self.get_logger().info(f"published {total} message(s): {self.published}"
                                + (f"; PARTIAL: {self.reader.problems}" if self.reader.partial else ""))
