@@ -274,13 +274,17 @@ print("published", pub.get_num_connections())
 '''
 
 
+ROS1_PACKAGES = "python3-rospy python3-rosmaster python3-genpy python3-sensor-msgs python3-trajectory-msgs python3-numpy"
+
+
 def _ros1_available() -> str:
     if not Path(ROS1_PYTHON).is_file():
         return f"{ROS1_PYTHON} missing"
-    out = subprocess.run([ROS1_PYTHON, "-c", "import rospy, rosmaster, genpy"], capture_output=True, text=True)
+    # the relay (swm_ros.bridges, numpy) and the test's publisher import more than rospy brings
+    out = subprocess.run([ROS1_PYTHON, "-c", "import rospy, rosmaster, genpy, numpy, sensor_msgs.msg, trajectory_msgs.msg"],
+                         capture_output=True, text=True)
     if out.returncode != 0:
-        return ("ROS 1 (Debian python3-rospy, python3-rosmaster, python3-genpy) not installed: "
-                "apt-get install python3-rospy python3-rosmaster python3-genpy")
+        return (f"ROS 1 ({ROS1_PACKAGES}) not installed: apt-get install {ROS1_PACKAGES}\n{out.stderr.strip()}")
     return ""
 
 
