@@ -84,7 +84,7 @@ def _check_chunk(c: ActionChunk, horizon: int = H) -> np.ndarray:
 
 def test_in_process_planning_and_bad_input(start_node, probe, checkpoint, tmp_path) -> None:
     proc = start_node("planner_node", "-p", f"world_model:={checkpoint}", "-p", "num_threads:=1",
-                      "-p", "max_proposal_age:=3.0",
+                      "-p", "max_proposal_age:=3.0", "-p", "max_observation_age:=3.0",
                       "-p", f"planner:={_planner_yaml(tmp_path, 'grad', iterations=4, lr=0.1)}")
     chunks = probe.collect(ActionChunk, "action_chunk", qos.COMMAND)
     results = probe.collect(PlanResult, "plan_result", qos.COMMAND)
@@ -165,7 +165,7 @@ def test_remote_world_model_through_the_service(start_node, probe, checkpoint, t
     probe.node.create_service(QueryWorldModel, "/test_wm/query", serve)
     planner = _planner_yaml(tmp_path, "mppi", samples=8, iterations=2, temperature=0.05)
     proc = start_node("planner_node", "-p", "world_model_service:=/test_wm/query", "-p", f"planner:={planner}",
-                      "-p", "max_proposal_age:=3.0", "-p", "service_timeout:=30.0")
+                      "-p", "max_proposal_age:=3.0", "-p", "max_observation_age:=3.0", "-p", "service_timeout:=30.0")
     chunks = probe.collect(ActionChunk, "action_chunk", qos.COMMAND)
     results = probe.collect(PlanResult, "plan_result", qos.COMMAND)
     pub_props, _ = _feed(probe, TaskSpec("pick", ("green_block",), "pick up the green block"))
