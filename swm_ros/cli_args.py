@@ -93,6 +93,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
     "cli_saqa": [
         (("--episodes",), dict(required=True, help="collection directory (from swm collect)")),
         (("--out",), dict(default=None, help="SAQA file (default: <episodes>/saqa.h5)")),
+        (("--first-episodes",), dict(type=int, default=None, help="use only the collection's first N episodes "
+                                     "(the rows of a build when it held N)")),
         (("--config",), dict(default=None, help="SAQA config YAML (e.g. config/saqa/default.yaml)")),
         (("--seed",), dict(type=int, default=None, help="sampling seed")),
         (("--horizons-per-start",), dict(type=int, default=None, help="horizons per start frame (8)")),

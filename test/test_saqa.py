@@ -1,7 +1,9 @@
 """SAQA: every family's oracle on hand-built states, horizons, balancing, phrasings, the file + dataset."""
 from __future__ import annotations
 
+import shutil
 
+import h5py
 import numpy as np
 import pytest
 
@@ -251,6 +253,25 @@ def test_build_saqa_file_dataset_and_throughput(tmp_path):
     assert batch["image"].shape[0] == len(batch["question"]) == min(16, len(ds))
     ood = SAQADataset(tmp_path / "saqa.h5", split="ood", families=["touching"])
     assert set(ood.columns["split"]) == {3} and set(ood.columns["family"]) == {0}
+
+
+def test_first_episodes_rebuild_a_smaller_collection(tmp_path):
+    eps = tmp_path / "eps"
+    _write_synthetic(eps, n_eps=6, n=80)
+    small = tmp_path / "small"
+    small.mkdir()
+    for f in sorted(eps.rglob("*.h5"))[:4]:
+        shutil.copy(f, small / f.name)
+    a = build_saqa(eps, tmp_path / "first4.h5", SAQAConfig(seed=2), first_episodes=4)
+    b = build_saqa(small, tmp_path / "small.h5", SAQAConfig(seed=2))
+    assert a.episodes == b.episodes == 4 and a.rows == b.rows
+    with h5py.File(tmp_path / "first4.h5") as fa, h5py.File(tmp_path / "small.h5") as fb:
+        assert set(fa["rows"]) == set(fb["rows"])
+        for key in fa["rows"]:
+            assert np.array_equal(fa["rows"][key][()], fb["rows"][key][()]), key
+    assert build_saqa(eps, tmp_path / "all.h5", SAQAConfig(seed=2)).rows > a.rows
+    with pytest.raises(ValueError, match="first_episodes must lie in 1..6"):
+        build_saqa(eps, tmp_path / "x.h5", first_episodes=7)
 
 
 def test_config_yaml_and_unknown_family(tmp_path):

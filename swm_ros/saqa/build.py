@@ -197,14 +197,22 @@ def list_episodes(directory: str | Path) -> list[dict[str, Any]]:
 
 
 def build_saqa(episodes: str | Path | Sequence[dict[str, Any]], out: str | Path, cfg: SAQAConfig | None = None,
-               progress: bool = False) -> SAQAReport:
-    """Build the SAQA file `out` from a collection directory (or an `list_episodes` list)."""
+               progress: bool = False, first_episodes: int | None = None) -> SAQAReport:
+    """Build the SAQA file `out` from a collection directory (or an `list_episodes` list).
+
+    `first_episodes` N keeps the collection's first N episodes: the same rows as a build when the
+    collection held only those (a collection only ever grows, and rows are drawn episode by episode).
+    """
     cfg = cfg or SAQAConfig()
     t_begin = time.perf_counter()
     root = Path(episodes) if isinstance(episodes, (str, Path)) else None
     eps = list_episodes(root) if root is not None else list(episodes)
     if not eps:
         raise ValueError(f"no episodes found in {episodes}")
+    if first_episodes is not None:
+        if not 0 < first_episodes <= len(eps):
+            raise ValueError(f"first_episodes must lie in 1..{len(eps)} (the episodes found), got {first_episodes}")
+        eps = eps[:first_episodes]
     rng = np.random.default_rng(cfg.seed)
     table = QuestionTable()
     parts: list[dict[str, np.ndarray]] = []
@@ -298,7 +306,7 @@ def cli_saqa(args: Any) -> int:
                            max_horizon=args.max_horizon, subjects_per_family=args.subjects_per_family,
                            families=args.families.split(",") if args.families else None)
     out = Path(args.out) if args.out else Path(args.episodes) / "saqa.h5"
-    report = build_saqa(args.episodes, out, cfg, progress=True)
+    report = build_saqa(args.episodes, out, cfg, progress=True, first_episodes=args.first_episodes)
     print(f"{report.rows} rows ({report.candidates} drawn) from {report.episodes} episodes in "
           f"{report.seconds:.2f} s: {report.rows_per_s:,.0f} rows/s ({report.candidates_per_s:,.0f} drawn/s) -> {out}")
     for name, c in report.per_family.items():
