@@ -47,7 +47,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--env",), dict(default="nicol_tabletop", help="nicol_tabletop, or an OGBench cube env (ogbench-cube-single)")),
         (("--tasks",), dict(default=None, help="comma list of tasks (default: all of the env's)")),
         (("--methods",), dict(default="base,swm-grad,swm-mppi,swm-cem,swm-rank,scripted",
-                              help="comma list: base, swm-grad, swm-mppi, swm-cem, swm-rank, scripted")),
+                              help="comma list: base, swm-grad, swm-mppi, swm-cem, swm-rank, scripted, "
+                                   "oracle-rank (the simulator as world model)")),
         (("--seeds",), dict(type=int, default=50, help="episodes per (task, split, method)")),
         (("--first-seed",), dict(type=int, default=None, help="env seed of the first episode (default 100000, the "
                                                               "benchmark's scenes); another gives other scenes")),

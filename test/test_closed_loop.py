@@ -94,6 +94,20 @@ def test_grid_runs_resumes_and_reports(tmp_path, tiny_checkpoint):
     assert f"seeds {SEED_BASE + 500}..{SEED_BASE + 501}" in to_markdown(summary)
 
 
+def test_oracle_rank_plans_with_the_simulator(tmp_path):
+    """oracle-rank needs no world model: the proposals are ranked by executing them in the scene."""
+    cfg = ClosedLoopConfig(tasks=("pick",), methods=("base", "oracle-rank"), splits=("id",), seeds=2,
+                           num_proposals=4, base_policy="noisy", max_steps=24, out=str(tmp_path / "or"))
+    summary = run_closed_loop(cfg, progress=False)
+    eps = {(e.method, e.seed): e for e in read_episodes(tmp_path / "or" / "episodes.jsonl")}
+    assert len(eps) == 4
+    assert all(len(e.plan_ms) >= 1 for (m, _), e in eps.items() if m == "oracle-rank")
+    assert {r["method"] for r in summary["results"]} == {"base", "oracle-rank"}
+    with pytest.raises(ValueError, match="needs an env with snapshot"):
+        run_closed_loop(ClosedLoopConfig(env="ogbench-cube-single", tasks=("reach",), methods=("oracle-rank",),
+                                         splits=("id",), seeds=1, out=str(tmp_path / "og")), progress=False)
+
+
 def test_ogbench_reach_runs_with_the_envs_own_policies(tmp_path):
     """On OGBench the base policy, expert, camera and image size are OGBench's."""
     cfg = ClosedLoopConfig(env="ogbench-cube-single", tasks=("reach",), methods=("base", "scripted"), splits=("id",),

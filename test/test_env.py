@@ -68,6 +68,34 @@ def test_observation_layout(env):
                for name in obs.state.objects)
 
 
+def _snapshot_key(env) -> np.ndarray:
+    s = env.privileged_state()
+    return np.concatenate([s.effector_position, s.joint_positions, *(o.position for o in s.objects.values())])
+
+
+def test_snapshot_restore_repeats_the_future_bit_for_bit(env):
+    env.reset(seed=4)
+    for a in ACTIONS[:3]:
+        env.step(a)
+    snap = env.snapshot()
+    first = env.step(ACTIONS[3])
+    for a in ACTIONS[4:]:
+        env.step_physics(a)
+    after = _snapshot_key(env)
+    env.restore(snap)
+    assert env.step_count == 3
+    again = env.step(ACTIONS[3])
+    np.testing.assert_array_equal(again.images["overhead"], first.images["overhead"])
+    for a in ACTIONS[4:]:
+        env.step_physics(a)
+    np.testing.assert_array_equal(_snapshot_key(env), after)
+    assert env.commanded_effector()[0] is not snap.cmd_pos          # restore copies: later steps leave snap intact
+    env.reset(seed=4, variant="ood_colors")
+    with pytest.raises(ValueError, match="snapshot of variant 'nominal'"):
+        env.restore(snap)
+    env.reset(seed=0, variant="nominal")
+
+
 def test_invalid_actions_raise(env):
     env.reset(seed=0)
     for bad in (np.array([np.nan, 0, 0, 0, 0]), np.array([0, 0, 2.0, 0, 0]), np.zeros(4)):

@@ -32,6 +32,19 @@ from swm_ros.robots.profile import RobotProfile, load_robot_profile
 YAW_LIMIT = np.pi / 2
 _SERVO_DT = 0.01          # s between set-point updates inside `advance`
 _SETTLE_S = 0.3           # s of physics after placing the objects on reset
+# qpos, qvel, act, warm start, ctrl, time...: what mj_step needs to repeat itself bit for bit
+_SNAPSHOT_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+
+
+@dataclass(frozen=True)
+class EnvSnapshot:
+    variant: str
+    physics: np.ndarray
+    target: np.ndarray
+    setpoint: np.ndarray
+    cmd_pos: np.ndarray
+    cmd_yaw: float
+    step: int
 
 
 @dataclass
@@ -155,6 +168,11 @@ class NicolTabletopEnv:
             sim.data.qpos[adr + 3:adr + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
 
     def step(self, action: np.ndarray) -> Observation:
+        self.step_physics(action)
+        return self.observe()
+
+    def step_physics(self, action: np.ndarray) -> None:
+        """`step` without the observation (no rendering): for look-ahead rollouts from a snapshot."""
         a = np.asarray(action, dtype=float)
         if a.shape != (ACTION_DIM,):
             raise ValueError(f"action must have shape ({ACTION_DIM},) {ACTION_NAMES}, got {a.shape}")
@@ -176,7 +194,25 @@ class NicolTabletopEnv:
         self.set_joint_targets(np.array([*res.q, grip]))
         self.advance(self.control_dt)
         self._step += 1
-        return self.observe()
+
+    def snapshot(self) -> "EnvSnapshot":
+        """Everything `step` reads: the physics state and the command the actions integrate."""
+        sim = self._sim
+        physics = np.empty(mujoco.mj_stateSize(sim.model, _SNAPSHOT_STATE))
+        mujoco.mj_getState(sim.model, sim.data, physics, _SNAPSHOT_STATE)
+        return EnvSnapshot(variant=self._variant_name, physics=physics, target=self._target.copy(),
+                           setpoint=self._setpoint.copy(), cmd_pos=self._cmd_pos.copy(), cmd_yaw=self._cmd_yaw,
+                           step=self._step)
+
+    def restore(self, snap: "EnvSnapshot") -> None:
+        """Return to `snap` (taken in this episode's scene): stepping from here repeats what followed it."""
+        if snap.variant != self._variant_name:
+            raise ValueError(f"snapshot of variant {snap.variant!r}, the env is in {self._variant_name!r}")
+        sim = self._sim
+        mujoco.mj_setState(sim.model, sim.data, snap.physics, _SNAPSHOT_STATE)
+        mujoco.mj_forward(sim.model, sim.data)
+        self._target, self._setpoint = snap.target.copy(), snap.setpoint.copy()
+        self._cmd_pos, self._cmd_yaw, self._step = snap.cmd_pos.copy(), snap.cmd_yaw, snap.step
 
     @property
     def task(self) -> TaskSpec:

@@ -8,6 +8,9 @@ Methods:
   base        the learned base policy alone: its first proposal is executed
   swm-<opt>   the base policy proposes N chunks; the planner (config/planner/<opt>.yaml) improves
               them with the world model (grad, mppi, cem or rank) and the best one is executed
+  oracle-rank the rank planner with the simulator as its world model (evaluation/oracle.py): each
+              proposal is executed in a snapshot of the scene and labelled from the true state,
+              so it is the most any world model gives ranking those proposals (NicoL only)
 
 Every method runs receding horizon: execute `execute_steps` actions of the chunk, observe,
 propose / plan again, until the task succeeds or its step budget is spent. Splits: `id` is
@@ -41,7 +44,7 @@ import numpy as np
 
 SEED_BASE = 100_000          # evaluation scenes: far from the collection seeds' typical range
 TASKS = ("reach", "push", "separate", "pick", "stack")
-METHODS = ("base", "swm-grad", "swm-mppi", "swm-cem", "swm-rank", "scripted")
+METHODS = ("base", "swm-grad", "swm-mppi", "swm-cem", "swm-rank", "oracle-rank", "scripted")
 SPLITS = {"id": ("nominal",), "ood": ("ood_colors", "ood_table", "ood_distractor")}
 NICOL_ENV = "nicol_tabletop"
 OGBENCH_WORLD_MODEL = "tiny-ogbench"   # the shipped tiny model trained on OGBench cube-single SAQA
@@ -144,7 +147,7 @@ def variant_for(split: str, episode: int) -> str:
 class Controller:
     """What picks the next chunk for one method: a policy alone, or policy + planner."""
 
-    def __init__(self, method: str, cfg: ClosedLoopConfig, model=None):
+    def __init__(self, method: str, cfg: ClosedLoopConfig, model=None, env=None):
         from swm_ros.policies.scripted import make_policy
 
         self.method = method
@@ -158,10 +161,19 @@ class Controller:
 
             self.planner = Planner(load_planner_config(method[4:]), model=model,
                                    image_processor=lambda frame: model.process_frames(frame)[0])
+        self.oracle = None
+        if method == "oracle-rank":
+            from swm_ros.evaluation.oracle import SimulatorOracle
+            from swm_ros.planning.planner import Planner, load_planner_config
+
+            self.oracle = SimulatorOracle(env)
+            self.planner = Planner(load_planner_config("rank"), query=self.oracle)
 
     def reset(self, spec, seed: int) -> None:
         self.policy.reset(spec, seed=seed)
         if self.planner is not None:
+            if self.oracle is not None:
+                self.oracle.set_task(spec, self.planner.task_objectives(spec.name))
             self.planner.set_task(spec)
 
     def next_chunk(self, obs) -> np.ndarray:
@@ -239,7 +251,7 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
         with path.open("a") as f:
             for task, split, method, e in tqdm(todo, desc="closed loop", unit="ep", disable=not progress):
                 if method not in controllers:
-                    controllers[method] = Controller(method, cfg, model)
+                    controllers[method] = Controller(method, cfg, model, env)
                 r = run_episode(env, controllers[method], task, split, e, cfg)
                 f.write(json.dumps(asdict(r)) + "\n")
                 f.flush()
