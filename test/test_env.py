@@ -78,6 +78,7 @@ def test_snapshot_restore_repeats_the_future_bit_for_bit(env):
     for a in ACTIONS[:3]:
         env.step(a)
     snap = env.snapshot()
+    setpoint = snap.setpoint.copy()
     first = env.step(ACTIONS[3])
     for a in ACTIONS[4:]:
         env.step_physics(a)
@@ -89,7 +90,13 @@ def test_snapshot_restore_repeats_the_future_bit_for_bit(env):
     for a in ACTIONS[4:]:
         env.step_physics(a)
     np.testing.assert_array_equal(_snapshot_key(env), after)
-    assert env.commanded_effector()[0] is not snap.cmd_pos          # restore copies: later steps leave snap intact
+    # restore copies: stepping (which moves the servo set-point in place) leaves the snapshot
+    # intact, so it can be restored again and repeats again
+    np.testing.assert_array_equal(snap.setpoint, setpoint)
+    env.restore(snap)
+    for a in ACTIONS[3:]:
+        env.step_physics(a)
+    np.testing.assert_array_equal(_snapshot_key(env), after)
     env.reset(seed=4, variant="ood_colors")
     with pytest.raises(ValueError, match="snapshot of variant 'nominal'"):
         env.restore(snap)

@@ -195,7 +195,7 @@ class NicolTabletopEnv:
         self.advance(self.control_dt)
         self._step += 1
 
-    def snapshot(self) -> "EnvSnapshot":
+    def snapshot(self) -> EnvSnapshot:
         """Everything `step` reads: the physics state and the command the actions integrate."""
         sim = self._sim
         physics = np.empty(mujoco.mj_stateSize(sim.model, _SNAPSHOT_STATE))
@@ -204,7 +204,7 @@ class NicolTabletopEnv:
                            setpoint=self._setpoint.copy(), cmd_pos=self._cmd_pos.copy(), cmd_yaw=self._cmd_yaw,
                            step=self._step)
 
-    def restore(self, snap: "EnvSnapshot") -> None:
+    def restore(self, snap: EnvSnapshot) -> None:
         """Return to `snap` (taken in this episode's scene): stepping from here repeats what followed it."""
         if snap.variant != self._variant_name:
             raise ValueError(f"snapshot of variant {snap.variant!r}, the env is in {self._variant_name!r}")

@@ -89,18 +89,17 @@ class SimulatorOracle:
             reads.setdefault(root, {}).setdefault(len(c), []).append(i)
         ends: list[PrivilegedState | None] = [None] * len(chunks)
         snap = self.env.snapshot()
-        try:
-            for r in roots:
+        for r in roots:
+            try:
                 for k, action in enumerate(chunks[r], start=1):
                     self.env.step_physics(action)
                     if k in reads[r]:
                         state = self.env.privileged_state()
                         for i in reads[r][k]:
                             ends[i] = state
+            finally:
                 self.env.restore(snap)
-                self.rollouts += 1
-        finally:
-            self.env.restore(snap)
+            self.rollouts += 1
         return self._p_yes(now, ends, questions)
 
     def _p_yes(self, start: PrivilegedState, ends: list[PrivilegedState], questions: Sequence[str]) -> np.ndarray:
