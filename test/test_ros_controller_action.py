@@ -79,7 +79,10 @@ def action_graph(control_msgs_env, start_script):
         jtc = start_script(FAKE_JTC, control_msgs_env, "-p", f"fault:={fault}")
         ctl = start_script("swm_ros.ros.controller_node", control_msgs_env, "-p", "use_action_interface:=true",
                            "-p", "command_timeout:=30.0", "-p", "diagnostics_period:=0.1",
-                           "-p", "max_chunk_age:=3.0")   # delivery can take over 1 s under load
+                           "-p", "max_chunk_age:=3.0", "-p", "joint_state_timeout:=3.0")
+        # under CI load delivery can take over 1 s, and the fake controller's 50 Hz joint states
+        # have arrived 1.64 s apart (a valid chunk then refused): 3 s limits, not the robot's
+        # (staleness itself is tested in test_ros_controller.py)
         return ctl, jtc
     return start
 

@@ -272,6 +272,26 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)
     assert all(not v.any() for k, v in c.items() if k.startswith("action_sums."))
 
+    # a deeper model may start from a shallower one: its extra blocks begin as identities, so it
+    # answers exactly as the checkpoint did
+    deeper = tmp_path / "deeper"
+    layers = cfg["model"]["layers"]
+    cfg_path.write_text(yaml.safe_dump({**cfg, "lr": 0.0, "init_from": str(first),
+                                        "model": {**cfg["model"], "layers": layers + 2}}))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(deeper), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    shallow, deep = load_world_model(first).eval(), load_world_model(deeper).eval()
+    assert len(deep.blocks) == layers + 2
+    d = deep.state_dict()
+    assert all(torch.equal(a[k], d[k]) for k in a)
+    assert not d[f"blocks.{layers}.qkv.weight"].eq(0).all(), "a grown block's own weights are initialised"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    actions = rng.uniform(-1, 1, (3, 12, 5)).astype(np.float32)
+    questions = ["is the red block touching the blue block?", "has the gripper moved left?"]
+    torch.testing.assert_close(deep.answer_logits(images, actions, questions),
+                               shallow.answer_logits(images, actions, questions), atol=1e-5, rtol=0)
+
     wider = {**cfg, "init_from": str(first), "model": {**cfg["model"], "d_model": 48, "heads": 2}}
     cfg_path.write_text(yaml.safe_dump(wider))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -162,6 +162,15 @@ class LateFusionWorldModel(WorldModel):
                 nn.init.zeros_(m.bias)
         if self.grounding is not None:
             self.grounding.reset_parameters()      # its own init (see WordGrounding.reset_parameters)
+
+    def make_blocks_identity(self, indices: Sequence[int]) -> None:
+        """Zero the residual outputs (attention projection, last MLP layer) of these blocks: each
+        then passes its input through unchanged, so a deeper model grown from a shallower
+        checkpoint (train `init_from`) answers exactly as the checkpoint did, and learns from there."""
+        for i in indices:
+            for m in (self.blocks[i].proj, self.blocks[i].mlp[-1]):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor,
                        questions: torch.Tensor | EmbeddedQuestions, action_mask: torch.Tensor | None,

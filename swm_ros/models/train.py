@@ -199,17 +199,37 @@ def _init_from(model, backend: str, path: Path) -> None:
     if saved["backend"] != backend or saved["vocabulary"] != model.vocabulary:
         raise ConfigError(f"init_from {path}: backend {saved['backend']!r} and its vocabulary must match the "
                           f"config's ({backend!r})")
+    tensors = _load_tensors(path / WEIGHTS_FILE)
     try:
-        missing, unexpected = model.load_state_dict(_load_tensors(path / WEIGHTS_FILE), strict=False)
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError as err:          # shape mismatches
         raise ConfigError(f"init_from {path}: its weights do not fit this model: {err}") from None
     # a part the model adds with a zero init (ZERO_INIT_PARTS) may be missing: it starts as
     # if absent, so the model answers as the one it starts from
     zero_init = tuple(f"{part}." for part in getattr(model, "ZERO_INIT_PARTS", ()))
-    missing = [k for k in missing if not k.startswith(zero_init)]
+    # so may whole transformer blocks after the checkpoint's last (a deeper model grown from
+    # it): they start as identities
+    grown = _grown_blocks(model, tensors)
+    missing = [k for k in missing if not k.startswith(zero_init) and _block_index(k) not in grown]
     if missing or unexpected:
         raise ConfigError(f"init_from {path}: its weights do not fit this model: missing {missing}, "
                           f"unexpected {unexpected}")
+    if grown:
+        model.make_blocks_identity(grown)
+
+
+def _block_index(key: str) -> int | None:
+    parts = key.split(".")
+    return int(parts[1]) if parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def _grown_blocks(model, tensors: dict[str, torch.Tensor]) -> list[int]:
+    """Indices of the model's transformer blocks after the checkpoint's last one."""
+    if not hasattr(model, "make_blocks_identity"):
+        return []
+    saved = {_block_index(k) for k in tensors} - {None}
+    first_new = max(saved) + 1 if saved else 0
+    return list(range(first_new, len(model.blocks)))
 
 
 @torch.no_grad()
