@@ -32,6 +32,7 @@ rebuilt from all episodes on disk that match the requested grid.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -144,6 +145,15 @@ def variant_for(split: str, episode: int) -> str:
 # one episode
 # ---------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
+def _task_objective(task: str):
+    """A task's objective, read from its YAML once per process, not once per episode (and
+    once more for the oracle's labels)."""
+    from swm_ros.planning.tasks import load_task_objective
+
+    return load_task_objective(task)
+
+
 class Controller:
     """What picks the next chunk for one method: a policy alone, or policy + planner."""
 
@@ -160,20 +170,21 @@ class Controller:
             from swm_ros.planning.planner import Planner, load_planner_config
 
             self.planner = Planner(load_planner_config(method[4:]), model=model,
-                                   image_processor=lambda frame: model.process_frames(frame)[0])
+                                   image_processor=lambda frame: model.process_frames(frame)[0],
+                                   task_objectives=_task_objective)
         self.oracle = None
         if method == "oracle-rank":
             from swm_ros.evaluation.oracle import SimulatorOracle
             from swm_ros.planning.planner import Planner, load_planner_config
 
             self.oracle = SimulatorOracle(env)
-            self.planner = Planner(load_planner_config("rank"), query=self.oracle)
+            self.planner = Planner(load_planner_config("rank"), query=self.oracle, task_objectives=_task_objective)
 
     def reset(self, spec, seed: int) -> None:
         self.policy.reset(spec, seed=seed)
         if self.planner is not None:
             if self.oracle is not None:
-                self.oracle.set_task(spec, self.planner.task_objectives(spec.name))
+                self.oracle.set_task(spec, _task_objective(spec.name))
             self.planner.set_task(spec)
 
     def next_chunk(self, obs) -> np.ndarray:
