@@ -123,8 +123,7 @@ def test_unknown_config_keys_fail(tmp_path):
     assert r.returncode != 0
 
 
-@pytest.mark.parametrize("name", ["world_model_tiny", "world_model_tiny_stage2", "world_model_effnet",
-                                  "world_model_tiny_ogbench"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config" / "train").glob("world_model_*.yaml")))
 def test_shipped_train_config_loads(name):
     from swm_ros.models.train import load_train_config, lr_at
 
