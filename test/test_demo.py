@@ -13,7 +13,9 @@ def test_demo_runs_base_and_planner_and_writes_the_report(tmp_path, ros_env):
     reports = run_demo(task="reach", episodes=1, out=tmp_path, first_seed=2, max_steps=60)
     assert [r.method for r in reports] == ["base", "swm"], reports
     for r in reports:
-        assert 0 < r.steps <= 60 and r.chunks > 0 and r.trajectories > 0, r
+        # an episode that runs to the limit is stopped from the world state, which can arrive a
+        # few control steps late under load (CI saw 62 of 60): up to 1 s (10 steps) past the limit
+        assert 0 < r.steps <= 60 + 10 and r.chunks > 0 and r.trajectories > 0, r
     base, swm = reports
     assert not base.plan_ms and not base.p_yes                 # no planner in the base graph
     assert swm.plan_ms and all(ms > 0 for ms in swm.plan_ms), swm
