@@ -15,7 +15,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor as _RclpyMultiThreadedExecutor
 from rclpy.node import Node
 
 from swm_ros.ros import qos
@@ -95,6 +96,28 @@ def declare_parameters(node: Node, table: dict[str, Param]) -> SimpleNamespace:
 SHUTDOWN_TIMEOUT_S = 3.0
 
 
+class MultiThreadedExecutor(_RclpyMultiThreadedExecutor):
+    """rclpy's MultiThreadedExecutor with a shutdown() that waits for the callbacks in flight.
+
+    rclpy 7.1 (Jazzy) sets `_is_shutdown` before the check that would wait for running work,
+    so its shutdown() returns at once, and it never stops its worker pool (fixed upstream in
+    ros2/rclpy#1309, not in the Jazzy wheels). A node destroyed while a worker is still inside
+    one of its callbacks crashes the process (ros2/rclpy#663; CI saw policy_node exit -11 on
+    SIGINT). Here callbacks queued but not started are dropped and running ones are joined,
+    up to the timeout, before rclpy's own clean-up.
+    """
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        pool = self._executor     # rclpy's ThreadPoolExecutor: no public handle on it
+        # ThreadPoolExecutor.shutdown(wait=True) joins its workers but takes no timeout
+        joiner = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                  name="executor-drain", daemon=True)
+        joiner.start()
+        joiner.join(None if timeout_sec is None or timeout_sec < 0 else timeout_sec)
+        drained = not joiner.is_alive()
+        return super().shutdown(timeout_sec=0) and drained
+
+
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """init -> build -> spin -> clean shutdown (research/ros2-pip.md §5.7). Returns the exit code.
 
@@ -127,8 +150,10 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads
         print(f"error: {e}", file=sys.stderr, flush=True)
         rc = 2
     finally:
-        executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)   # a callback stuck past this does not hold the stop
-        if node is not None:
+        # callbacks still running finish first (a callback stuck past the timeout does not
+        # hold the stop): destroying a node under a running callback crashes the process
+        drained = executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
+        if node is not None and drained:
             node.destroy_node()
         rclpy.try_shutdown()
     return rc
