@@ -27,10 +27,14 @@ def _status(diags: list, node: str) -> dict[str, str]:
 
 
 def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None:
-    graph = resolve_graph("sim", {"task": "push", "seed": "0", "real_time_factor": "0", "use_sim_time": "true"})
+    graph = resolve_graph("sim", {"task": "push", "seed": "0", "real_time_factor": "0", "use_sim_time": "true",
+                                  "replan_period": "0"})
     by = {n.name: n for n in graph.nodes}
     assert by["sim_node"].parameters["publish_clock"] is True
     assert all(by[n].parameters["use_sim_time"] is True for n in ("policy_node", "controller_node"))
+    # plans only from an idle arm: sim time stands still from the last observation to the
+    # trajectory (a plan made mid-trajectory is made while sim time runs; CI once saw one 1.38 s old)
+    assert by["policy_node"].parameters["replan_period"] == 0
     # the shipped 0.5 wall s wait suits a quiet machine; CI once starved the policy for longer, sim
     # time moved on without it and its next chunk was rightly stale. What is tested is that
     # lockstep waits, not how long a starved policy may take.

@@ -76,3 +76,42 @@ def test_bad_images_dropped_node_stays_up(start_node, probe) -> None:
     assert len(chunks) == n
     assert probe.wait_for(lambda: "image is" in proc.output(), 5), proc.output()
     assert proc.stop() == 0
+
+
+def test_ready_before_the_first_image_is_not_lost_without_a_timer(start_node, probe) -> None:
+    """replan_period 0 (lockstep): plans come only from controller_ready and a new episode. A
+    ready that arrives before the inputs is retried on wall time until a chunk goes out, and
+    then nothing is sent until the next ready."""
+    from std_msgs.msg import Bool
+
+    proc = start_node("policy_node", "-p", "policy:=random", "-p", "use_privileged_state:=false",
+                      "-p", "replan_period:=0.0", "-p", "chunk_length:=6")
+    node = probe.node
+    pub_img = node.create_publisher(Image, CAM.topic, qos.SENSOR)
+    pub_js = node.create_publisher(JointState, "/joint_states", qos.STATE)
+    pub_task = node.create_publisher(TaskInfo, "task_info", qos.LATCHED)
+    pub_ready = node.create_publisher(Bool, "controller_ready", qos.COMMAND)
+    chunks = probe.collect(ActionChunk, "action_chunk", qos.COMMAND)
+    pub_task.publish(conv.task_info(TaskSpec("push", ("red_block", "blue_block"), "push red to blue"), 0, 0))
+    assert probe.wait_for(lambda: pub_ready.get_subscription_count() > 0, 30), proc.output()
+    pub_ready.publish(Bool(data=True))                        # the arm is idle; the policy has no image yet
+    assert probe.wait_for(lambda: "no image yet" in proc.output(), 10), proc.output()
+    assert not chunks
+
+    q = np.array([*PROFILE.arm.home, 0.0])
+    image = np.zeros((48, 64, 3), np.uint8)
+
+    def tick():
+        stamp = node.get_clock().now().to_msg()
+        pub_js.publish(conv.joint_state(PROFILE.joint_names, q, stamp=stamp))
+        msg = conv.numpy_to_image(image, "rgb8")
+        msg.header.stamp = stamp
+        pub_img.publish(msg)
+
+    node.create_timer(0.05, tick)
+    assert probe.wait_for(lambda: chunks, 10), f"the early ready was lost\n{proc.output()}"
+    probe.spin(1.5)                                           # no timer: one ready, one chunk
+    assert len(chunks) == 1, len(chunks)
+    pub_ready.publish(Bool(data=True))
+    assert probe.wait_for(lambda: len(chunks) == 2, 10), proc.output()
+    assert proc.stop() == 0

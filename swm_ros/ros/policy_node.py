@@ -9,8 +9,11 @@
              action_proposals      swm_ros/ActionProposals (all `num_proposals`, for a planner)
 
 Planning runs in its own callback group on a MultiThreadedExecutor, so a slow policy never
-blocks the subscriptions; it is triggered by `controller_ready` and by a `replan_period`
-timer. Inputs older than `max_observation_age` (by stamp) make it skip, with a warning.
+blocks the subscriptions; it is triggered by `controller_ready`, a new episode, and a
+`replan_period` timer (0: no timer, plans only from an idle arm; what a lockstep simulation
+wants, since its time runs while a trajectory does). Inputs older than `max_observation_age`
+(by stamp) make it skip, with a warning; a skipped plan is retried every `RETRY_PERIOD` wall
+seconds until one goes out, so a `controller_ready` that came before the first image is not lost.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import threading
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
@@ -39,7 +43,8 @@ PARAMETERS: dict[str, Param] = {
     "camera": Param("overhead", "profile camera whose image the policy sees"),
     "chunk_length": Param(16, "actions per proposed chunk", positive, "> 0"),
     "num_proposals": Param(1, "chunks proposed per observation (published on action_proposals)", positive, "> 0"),
-    "replan_period": Param(0.5, "s between plans when the controller does not report ready", positive, "> 0"),
+    "replan_period": Param(0.5, "s between plans while the controller does not report ready; 0 = no timer",
+                           non_negative, ">= 0"),
     "replan_on_ready": Param(True, "plan as soon as controller_ready arrives"),
     "max_observation_age": Param(1.0, "s: older inputs are stale and planning is skipped", positive, "> 0"),
     "use_privileged_state": Param(True, "wait for world_state and give it to the policy (scripted experts)"),
@@ -78,7 +83,11 @@ class PolicyNode(Node):
         self.create_subscription(Bool, "controller_ready", self._on_ready, qos.COMMAND, callback_group=plan)
         self.pub_chunk = self.create_publisher(ActionChunk, "action_chunk", qos.COMMAND)
         self.pub_props = self.create_publisher(ActionProposals, "action_proposals", qos.COMMAND)
-        self.timer = self.create_timer(self.p.replan_period, self._plan, callback_group=plan)
+        self.timer = (self.create_timer(self.p.replan_period, self._plan, callback_group=plan)
+                      if self.p.replan_period > 0 else None)
+        # retries run on wall time: sim time may stand still until a chunk goes out (lockstep)
+        self._retry = self.create_timer(self.RETRY_PERIOD, self._plan, callback_group=plan,
+                                        clock=Clock(clock_type=ClockType.STEADY_TIME), autostart=False)
         # a new episode starts the loop at once: the controller is idle and sends no "ready"
         # (one-shot, EPISODE_KICK s later, so the new episode's first world_state is in)
         self._kick = self.create_timer(self.EPISODE_KICK, self._on_kick, callback_group=plan)
@@ -127,6 +136,7 @@ class PolicyNode(Node):
             self._world = (conv.to_seconds(msg.header.stamp), msg)
 
     EPISODE_KICK = 0.2
+    RETRY_PERIOD = 0.1
 
     def _on_task(self, msg: TaskInfo) -> None:
         with self._lock:
@@ -138,13 +148,17 @@ class PolicyNode(Node):
 
     def _on_kick(self) -> None:
         self._kick.cancel()
-        self.timer.reset()
+        self._restart_timer()
         self._plan()
 
     def _on_ready(self, msg: Bool) -> None:
         if msg.data and self.p.replan_on_ready:
-            self.timer.reset()
+            self._restart_timer()
             self._plan()
+
+    def _restart_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.reset()
 
     # ------------------------------------------------------------------ planning
 
@@ -167,17 +181,21 @@ class PolicyNode(Node):
         if not self._planning.acquire(blocking=False):
             return   # a plan is running (timer and ready fired together)
         try:
-            self._plan_once()
+            if self._plan_once():
+                self._retry.cancel()
+            elif self._retry.is_canceled():
+                self._retry.reset()
         finally:
             self._planning.release()
 
-    def _plan_once(self) -> None:
+    def _plan_once(self) -> bool:
+        """One plan; False if the inputs were not there or too old (worth retrying soon)."""
         now = self._now()
         with self._lock:
             why = self._stale(now)
             if why:
                 self.get_logger().warning(f"skipping plan: {why}", throttle_duration_sec=2.0)
-                return
+                return False
             image, joints, world, task = self._image[1], self._joints[1], self._world, self._task
         key = (task.episode, task.name, tuple(task.objects), task.seed)
         spec = conv.task_spec(task)
@@ -186,13 +204,13 @@ class PolicyNode(Node):
                 self.policy.reset(spec, seed=int(task.seed))
             except ValueError as e:    # e.g. a learned policy given a block colour it never saw
                 self.get_logger().error(f"policy cannot take task {task.instruction!r}: {e}", throttle_duration_sec=2.0)
-                return
+                return True
             self._task_key = key
         state = None
         if world is not None:
             if self.p.stop_on_success and world[1].success:
                 self.get_logger().info("task reported successful: not planning", throttle_duration_sec=5.0)
-                return
+                return True
             state = conv.privileged_state(world[1], joints, self.profile.table.height, world[0])
         obs = Observation(images={self.p.camera: image}, proprio=self._proprio(joints, state),
                           step=int(world[1].step) if world else 0, time=now, state=state)
@@ -200,10 +218,10 @@ class PolicyNode(Node):
             proposals = np.asarray(self.policy.propose(obs, self.p.num_proposals), dtype=np.float32)
         except ValueError as e:        # an input the policy cannot use (wrong camera, proprio size): skip
             self.get_logger().error(f"policy refused the observation: {e}", throttle_duration_sec=2.0)
-            return
+            return True
         if proposals.ndim != 3 or proposals.shape[2] != len(ACTION_NAMES):
             self.get_logger().error(f"policy returned shape {proposals.shape}, expected (n, H, {len(ACTION_NAMES)})")
-            return
+            return True
         stamp = self.get_clock().now().to_msg()
         chunks = [conv.action_chunk(c, ACTION_NAMES, self.profile.control_dt, self.p.policy, spec.name, stamp)
                   for c in proposals]
@@ -211,6 +229,7 @@ class PolicyNode(Node):
         props.header.stamp = stamp
         self.pub_props.publish(props)
         self.pub_chunk.publish(chunks[0])
+        return True
 
     def _proprio(self, joints: np.ndarray, state) -> np.ndarray:
         """Observation.proprio from the simulator's state, or, on a real robot, from the joints."""
