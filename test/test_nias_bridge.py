@@ -274,7 +274,8 @@ print("published", pub.get_num_connections())
 '''
 
 
-ROS1_PACKAGES = "python3-rospy python3-rosmaster python3-genpy python3-sensor-msgs python3-trajectory-msgs python3-numpy"
+# the Debian packages, one list shared with .ci/run, which installs them where it can
+ROS1_PACKAGES = (Path(__file__).parent / "fixtures" / "ros1-apt-packages.txt").read_text().strip()
 
 
 def _ros1_available() -> str:
