@@ -91,6 +91,19 @@ def proprio_vector(joint_positions: np.ndarray, effector_position: np.ndarray, e
                            [effector_yaw, gripper_opening]]).astype(np.float32)
 
 
+def checked_action(action: np.ndarray) -> np.ndarray:
+    """`action` as a float array, or a ValueError that says what is wrong with it: an env never
+    steps on a wrong shape, a NaN or a component outside [-1, 1]."""
+    a = np.asarray(action, dtype=float)
+    if a.shape != (ACTION_DIM,):
+        raise ValueError(f"action must have shape ({ACTION_DIM},) {ACTION_NAMES}, got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action contains NaN or inf: {a}")
+    if np.any(np.abs(a) > 1.0 + 1e-6):
+        raise ValueError(f"action components must lie in [-1, 1], got {a}")
+    return a
+
+
 @runtime_checkable
 class Env(Protocol):
     """A seeded tabletop world. Implementations: `envs.nicol_tabletop.NicolTabletopEnv`."""

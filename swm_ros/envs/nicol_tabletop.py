@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from swm_ros.envs.base import ACTION_DIM, ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState, TaskSpec, proprio_vector
+from swm_ros.envs.base import (ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState,
+                               TaskSpec, checked_action, proprio_vector)
 from swm_ros.envs.mujoco_util import RendererCache, is_descendant
 from swm_ros.envs.scene import PAD_BODIES, TABLE_GEOM, TOOL_SITE, MIRROR_JOINT_SUFFIX, scene_xml
 from swm_ros.envs.tasks import Layout, sample_task, task_success
@@ -173,13 +174,7 @@ class NicolTabletopEnv:
 
     def step_physics(self, action: np.ndarray) -> None:
         """`step` without the observation (no rendering): for look-ahead rollouts from a snapshot."""
-        a = np.asarray(action, dtype=float)
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},) {ACTION_NAMES}, got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf: {a}")
-        if np.any(np.abs(a) > 1.0 + 1e-6):
-            raise ValueError(f"action components must lie in [-1, 1], got {a}")
+        a = checked_action(action)
         eff = self.profile.effector
         self._cmd_pos = np.clip(self._cmd_pos + a[:3] * eff.max_step_xyz, self._ws_lo, self._ws_hi)
         self._cmd_yaw = float(np.clip(self._cmd_yaw + a[3] * eff.max_step_yaw, -YAW_LIMIT, YAW_LIMIT))

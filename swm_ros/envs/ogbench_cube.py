@@ -50,7 +50,8 @@ import mujoco
 import numpy as np
 from ogbench.manipspace import lie
 
-from swm_ros.envs.base import ACTION_DIM, ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState, TaskSpec, proprio_vector
+from swm_ros.envs.base import (ACTION_NAMES, GRIPPER, TABLE, Observation, ObjectState, PrivilegedState,
+                               TaskSpec, checked_action, proprio_vector)
 from swm_ros.envs.mujoco_util import RendererCache, is_descendant
 
 OGBENCH_ENVS: dict[str, int] = {    # our env name -> number of cubes
@@ -275,13 +276,7 @@ class OGBenchCubeEnv:
                         max_steps=self.max_steps or EVAL_MAX_STEPS[self.num_cubes])
 
     def step(self, action: np.ndarray) -> Observation:
-        a = np.asarray(action, dtype=float)
-        if a.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},) {ACTION_NAMES}, got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action contains NaN or inf: {a}")
-        if np.any(np.abs(a) > 1.0 + 1e-6):
-            raise ValueError(f"action components must lie in [-1, 1], got {a}")
+        a = checked_action(action)
         ob, _, _, _, _ = self._sim.gym.step(np.clip(a, -1.0, 1.0))
         self._ob = ob if self.visual else None
         self._step += 1
