@@ -143,3 +143,29 @@ def test_player_refuses_types_it_cannot_publish(start_node):
     player = start_node("bag_player_node", "-p", f"bag:={GOLDEN / 'cdr_test'}", name="play")
     assert player.wait(timeout=30) == 2
     assert "test_msgs/msg/Arrays" in player.output() and "not installed" in player.output()
+
+
+def test_player_waits_for_every_subscriber_topic_subscribers_names(start_node, probe):
+    """A graph where two nodes read a topic: playback starts only when both have matched, so
+    neither misses the first messages (the replay graph's policy once started mid-bag)."""
+    expected = [m.data for m in BagReader(GOLDEN / "talker").messages(["/topic"])]
+    first: list[bytes] = []
+    probe.node.create_subscription(String, "/topic", first.append, qos.STATE, raw=True)
+    player = start_node("bag_player_node", "-p", f"bag:={GOLDEN / 'talker'}", "-p", "topics:=[/topic]",
+                        "-p", "rate:=10.0", "-p", "wait_timeout:=60.0", "-p", "settle:=1.0",
+                        "-p", "topic_subscribers:=['/topic:2', '/not_played:5']", name="play")
+    probe.spin(3.0)
+    assert first == [], f"played with one of two subscribers matched\n{player.output()}"
+    second: list[bytes] = []
+    probe.node.create_subscription(String, "/topic", second.append, qos.STATE, raw=True)
+    assert probe.wait_for(lambda: len(first) >= len(expected) and len(second) >= len(expected), 60), \
+        (len(first), len(second), player.output())
+    assert player.wait(timeout=30) == 0, player.output()
+    assert first == expected and second == expected
+
+
+def test_player_rejects_a_malformed_topic_subscribers_entry(start_node):
+    player = start_node("bag_player_node", "-p", f"bag:={GOLDEN / 'talker'}",
+                        "-p", "topic_subscribers:=[/topic]", name="play")
+    assert player.wait(timeout=30) == 2
+    assert "topic_subscribers entry '/topic'" in player.output(), player.output()

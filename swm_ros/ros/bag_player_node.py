@@ -9,8 +9,10 @@ timing (0 = as fast as possible). Topic remapping is ROS remapping (`-r /from:=/
 applies to the publishers this node creates.
 
 Handshake: before the first message the node waits until every selected topic has
-`min_subscribers` matched subscriptions (up to `wait_timeout`), then `settle` seconds more,
-so the first messages are not dropped while discovery completes. Every message the bag
+`min_subscribers` matched subscriptions, or the count `topic_subscribers` names for it (a graph
+whose nodes share a topic: each must have matched, or it misses the first messages), up to
+`wait_timeout`, then `settle` seconds more, so the first messages are not dropped while
+discovery completes. Every message the bag
 counts is published, or the node says loudly which were not (a damaged bag, exit code 1).
 """
 from __future__ import annotations
@@ -37,6 +39,8 @@ PARAMETERS: dict[str, Param] = {
     "clock_period": Param(0.01, "s of bag time between /clock messages", positive, "> 0"),
     "min_subscribers": Param(1, "handshake: subscriptions each topic needs before playback starts", non_negative,
                              ">= 0"),
+    "topic_subscribers": Param([""], "handshake per topic, 'TOPIC:COUNT' entries overriding min_subscribers; "
+                                     "topics not played are ignored"),
     "wait_timeout": Param(10.0, "s to wait for the handshake, then start anyway (with a warning)", non_negative,
                           ">= 0"),
     "settle": Param(0.3, "s to wait after the handshake (DDS matching completes both ways)", non_negative, ">= 0"),
@@ -55,6 +59,19 @@ def replay_qos(offers: list[dict], depth: int) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+def parse_topic_subscribers(entries: list[str]) -> dict[str, int]:
+    """['/joint_states:2', ...] -> {'/joint_states': 2}; empty entries are skipped."""
+    out: dict[str, int] = {}
+    for entry in (e.strip() for e in entries):
+        if not entry:
+            continue
+        topic, sep, count = entry.rpartition(":")
+        if not sep or not topic.startswith("/") or not count.isdigit():
+            raise StartupError(f"topic_subscribers entry {entry!r}: expected '/topic:count' with count >= 0")
+        out[topic] = int(count)
+    return out
 
 
 class BagPlayerNode(Node):
@@ -86,6 +103,10 @@ class BagPlayerNode(Node):
             raise StartupError("cannot publish these topics (message types not installed here): "
                                + "; ".join(unpublishable) + ". Select the others with topics:=[...]")
         self.selected = selected
+        self.needed = {t: self.p.min_subscribers for t in self.publishers_}
+        for topic, count in parse_topic_subscribers(self.p.topic_subscribers).items():
+            if topic in self.needed:
+                self.needed[topic] = count
         self.pub_clock = self.create_publisher(Clock, "/clock", qos.CLOCK) if self.p.publish_clock else None
         self.published: dict[str, int] = {t: 0 for t in selected}
         self.done = Future()
@@ -94,16 +115,16 @@ class BagPlayerNode(Node):
         self._thread.start()
 
     def _handshake(self) -> None:
-        if self.p.min_subscribers <= 0:
+        if not any(self.needed.values()):
             return
         deadline = time.monotonic() + self.p.wait_timeout
         def waiting():
-            return [t for t, pub in self.publishers_.items() if pub.get_subscription_count() < self.p.min_subscribers]
+            return {t: n for t, n in self.needed.items() if self.publishers_[t].get_subscription_count() < n}
         while waiting() and time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.02)
         missing = waiting()
         if missing:
-            self.get_logger().warning(f"starting without {self.p.min_subscribers} subscriber(s) on {missing} "
+            self.get_logger().warning(f"starting without the subscribers {missing} (topic: count) "
                                       f"after {self.p.wait_timeout:.1f} s")
         self._stop.wait(self.p.settle)
 
