@@ -11,6 +11,7 @@ import torch
 
 from swm_ros.evaluation.closed_loop import (SEED_BASE, ClosedLoopConfig, EpisodeResult, plot_results, read_episodes,
                                             run_closed_loop, summarise, to_markdown, wilson_interval, write_reports)
+from swm_ros.planning.tasks import load_task_objective
 
 
 def test_wilson_interval_known_values():
@@ -73,6 +74,9 @@ def test_grid_runs_resumes_and_reports(tmp_path, tiny_checkpoint):
     assert sorted(e.seed for e in eps if e.method == "scripted") == sorted(e.seed for e in eps if e.method == "swm-rank")
     planned = [e for e in eps if e.method == "swm-rank"]
     assert all(len(e.plan_ms) >= 1 and e.steps <= 24 for e in planned)
+    # the stage planned for is recorded with each plan; a policy alone has none
+    assert all(len(e.stages) == len(e.plan_ms) and set(e.stages) == {"reach"} for e in planned)
+    assert all(e.stages == [] for e in eps if e.method == "scripted")
     by = {(r["split"], r["method"]): r for r in summary["results"]}
     assert set(by) == {("id", "scripted"), ("id", "swm-rank"), ("ood", "scripted"), ("ood", "swm-rank")}
     assert all(r["episodes"] == 2 and 0.0 <= r["success_rate"] <= 1.0 for r in by.values())
@@ -102,6 +106,9 @@ def test_oracle_rank_plans_with_the_simulator(tmp_path):
     eps = {(e.method, e.seed): e for e in read_episodes(tmp_path / "or" / "episodes.jsonl")}
     assert len(eps) == 4
     assert all(len(e.plan_ms) >= 1 for (m, _), e in eps.items() if m == "oracle-rank")
+    stages = {st.name for st in load_task_objective("pick").config.stages}
+    assert all(len(e.stages) == len(e.plan_ms) and set(e.stages) <= stages
+               for (m, _), e in eps.items() if m == "oracle-rank")
     assert {r["method"] for r in summary["results"]} == {"base", "oracle-rank"}
     with pytest.raises(ValueError, match="needs an env with snapshot"):
         run_closed_loop(ClosedLoopConfig(env="ogbench-cube-single", tasks=("reach",), methods=("oracle-rank",),

@@ -295,3 +295,36 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     cfg_path.write_text(yaml.safe_dump(wider))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
     assert r.returncode != 0 and "do not fit" in r.stderr and str(first) in r.stderr
+
+
+def test_weight_average_is_saved_validated_and_resumed(saqa_file, tmp_path):
+    """With ema_decay d, model.safetensors holds d * (weights after step 1) + (1 - d) * (after
+    step 2), the trained weights go to train_weights.safetensors, and --resume continues both."""
+    from safetensors.torch import load_file
+
+    out, d = tmp_path / "run", 0.75
+    cfg_path = tmp_path / "wm.yaml"
+    cfg = {**_train_config(saqa_file, steps=2, eval_every=1, log_every=1, checkpoint_every=1), "ema_decay": d}
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--stop-at", "1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    w1 = load_file(str(out / "train_weights.safetensors"))
+    assert all(torch.equal(v, w1[k]) for k, v in load_file(str(out / "model.safetensors")).items()), \
+        "the average starts at the first step's weights"
+
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    w2, averaged = load_file(str(out / "train_weights.safetensors")), load_file(str(out / "model.safetensors"))
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+    for k, v in averaged.items():
+        torch.testing.assert_close(v, d * w1[k] + (1 - d) * w2[k], atol=1e-6, rtol=0)
+    val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    assert [m["step"] for m in val] == [1, 2] and all(0.0 <= m["accuracy_trained"] <= 1.0 for m in val)
+
+    # a run started without the average cannot be resumed with it (nor the other way round)
+    cfg_path.write_text(yaml.safe_dump({**cfg, "ema_decay": None, "steps": 3}))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--resume", "--no-progress")
+    assert r.returncode != 0 and "ema_decay" in r.stderr
+    cfg_path.write_text(yaml.safe_dump({**cfg, "ema_decay": 1.0}))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "x"), "--no-progress")
+    assert r.returncode != 0 and "ema_decay" in r.stderr

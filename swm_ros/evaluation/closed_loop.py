@@ -37,7 +37,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -89,6 +89,9 @@ class EpisodeResult:
     steps: int
     plan_ms: list[float]          # per planned chunk (proposal + optimisation time)
     seconds: float
+    # per planned chunk, the task stage the planner planned for (where a multi-step task
+    # stalls); empty for methods without a planner
+    stages: list[str] = field(default_factory=list)
 
     def key(self) -> tuple[str, str, str, int]:
         return self.task, self.split, self.method, self.seed
@@ -203,11 +206,13 @@ def run_episode(env, controller: Controller, task: str, split: str, episode: int
     spec = env.task
     controller.reset(spec, seed)
     budget = cfg.max_steps or spec.max_steps
-    steps, plan_ms, success = 0, [], env.success()
+    steps, plan_ms, stages, success = 0, [], [], env.success()
     while steps < budget and not success:
         tp = time.perf_counter()
         chunk = np.clip(controller.next_chunk(obs), -1.0, 1.0)
         plan_ms.append((time.perf_counter() - tp) * 1e3)
+        if controller.planner is not None:
+            stages.append(controller.planner.stage.name)
         for action in chunk[:cfg.execute_steps]:
             obs = env.step(action.astype(np.float32))
             steps += 1
@@ -216,7 +221,7 @@ def run_episode(env, controller: Controller, task: str, split: str, episode: int
                 break
     return EpisodeResult(task=task, split=split, variant=variant, method=controller.method, seed=seed,
                          success=bool(success), steps=steps, plan_ms=[round(x, 3) for x in plan_ms],
-                         seconds=round(time.perf_counter() - t0, 3))
+                         seconds=round(time.perf_counter() - t0, 3), stages=stages)
 
 
 # ---------------------------------------------------------------------------------------

@@ -63,11 +63,16 @@ def _saved_state(model) -> dict[str, torch.Tensor]:
     return select() if callable(select) else model.state_dict()
 
 
+def write_weights(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file of `tensors` (copied to CPU), written atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    _atomic_write(Path(path), lambda p: save_file(tensors, p, metadata=metadata))
+
+
 def write_checkpoint_files(directory: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Path:
     """model.safetensors (tagged with config["format"]) + config.yaml, each written atomically."""
     directory = Path(directory)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, p, metadata={"format": config["format"]}))
+    write_weights(directory / WEIGHTS_FILE, tensors, metadata={"format": config["format"]})
 
     def write_yaml(p: str) -> None:
         with open(p, "w") as f:

@@ -7,6 +7,10 @@ AdamW with linear warmup then cosine decay, gradient-norm clipping, balanced sam
 is drawn from a generator seeded by (seed, s), so a resumed run sees the same batches),
 periodic validation, a checkpoint directory loadable by `load_world_model(out)`, the
 optimizer state for `--resume` (safetensors), `metrics.jsonl` and `curves.png`.
+
+With `ema_decay` set, an exponential moving average of the weights (torch's `AveragedModel`)
+is what validation measures and what `model.safetensors` holds; the weights being trained
+go to `train_weights.safetensors` so that `--resume` continues both.
 """
 from __future__ import annotations
 
@@ -26,13 +30,14 @@ import yaml
 from swm_ros.config import ConfigError, load_config, to_dict
 from swm_ros.models.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE, _load_tensors,
                                        load_optimizer_state, read_checkpoint_config, save_checkpoint,
-                                       save_optimizer_state)
+                                       save_optimizer_state, write_weights)
 from swm_ros.models.registry import build_world_model
 from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 TRAIN_CONFIG_FILE = "train_config.yaml"
+TRAIN_WEIGHTS_FILE = "train_weights.safetensors"   # the trained (not averaged) weights, with ema_decay
 
 
 @dataclass
@@ -76,6 +81,9 @@ class WorldModelTrainConfig:
     # model config may differ in what adds no parameters, e.g. grounding_entities): a new
     # schedule from a trained model, where --resume continues the old one
     init_from: str | None = None
+    # keep an exponential moving average of the weights (per optimizer step) and validate and
+    # save it, not the last step's weights: the average smooths the last steps' noise for free
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "log_every", "checkpoint_every", "num_threads"):
@@ -83,6 +91,8 @@ class WorldModelTrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or null, got {self.ema_decay}")
 
 
 def load_train_config(path: str | Path) -> WorldModelTrainConfig:
@@ -258,6 +268,14 @@ def evaluate(model, batcher: Batcher, indices: np.ndarray, batch_size: int = 256
     return out
 
 
+def _weight_average(model, decay: float | None):
+    """torch's exponential moving average of `model`'s parameters, or None without a decay."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+
+
 def _param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -364,7 +382,10 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
                 or saved["vocabulary"] != model.vocabulary:
             raise ConfigError(f"{out / CONFIG_FILE}: the checkpoint's model differs from the config's; "
                               f"resume with the same backend and model config")
-        model.load_state_dict(_load_tensors(out / WEIGHTS_FILE))
+        averaged = cfg.ema_decay is not None
+        if averaged != (out / TRAIN_WEIGHTS_FILE).is_file():
+            raise ConfigError(f"{out}: resume with the ema_decay setting the run was started with")
+        model.load_state_dict(_load_tensors(out / (TRAIN_WEIGHTS_FILE if averaged else WEIGHTS_FILE)))
         extra, meta = load_optimizer_state(optimizer, out / OPTIMIZER_FILE)
         start = int(meta["step"])
         if "torch_rng" in extra:
@@ -373,6 +394,11 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         out.mkdir(parents=True, exist_ok=True)
         if cfg.init_from is not None:
             _init_from(model, cfg.backend, Path(cfg.init_from))
+    ema = _weight_average(model, cfg.ema_decay)
+    if ema is not None and resume:
+        ema.module.load_state_dict(_load_tensors(out / WEIGHTS_FILE))
+        ema.n_averaged.fill_(max(start, 1))
+    saved_model = ema.module if ema is not None else model     # what validation and the checkpoint see
     log = MetricsLog(metrics_path, resume_step=start if resume else None).append
     (out / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -382,7 +408,9 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
 
     def save(step: int) -> None:
         summary.update(step=step, steps=cfg.steps, val=last_val, seconds=time.perf_counter() - t0)
-        save_checkpoint(model, out, training=summary)
+        save_checkpoint(saved_model, out, training=summary)
+        if ema is not None:
+            write_weights(out / TRAIN_WEIGHTS_FILE, model.state_dict())
         save_optimizer_state(optimizer, out / OPTIMIZER_FILE, extra={"torch_rng": torch.get_rng_state()},
                              metadata={"step": step, "seed": cfg.seed})
         plot_curves(read_metrics(metrics_path), out / CURVES_FILE)
@@ -412,6 +440,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             run_ok += int((logits.argmax(-1) == batch["answer"]).sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         run_n += len(idx)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -424,7 +454,9 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
             run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
         if len(val_idx) and (done % cfg.eval_every == 0 or done == cfg.steps):
-            last_val = evaluate(model, val_batch, val_idx, family_names=val_ds.family_names)
+            last_val = evaluate(saved_model, val_batch, val_idx, family_names=val_ds.family_names)
+            if ema is not None:     # the trained weights too, to see what the average adds
+                last_val["accuracy_trained"] = evaluate(model, val_batch, val_idx)["accuracy"]
             log({"step": done, "split": "val", **last_val})
             bar.write(f"step {done}: val accuracy {last_val['accuracy']:.4f} loss {last_val['loss']:.4f}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_at:
