@@ -25,6 +25,7 @@ TOUCH = "Is the red block touching the blue block?"
 CLOSER = "Are the red and blue blocks closer together?"
 GRASP = "Is the robot grasping the red block?"
 ON_TOP = "Is the red block on top of the blue block?"
+MOVED = "Did the red block move?"
 
 
 class HandModel(WorldModel):
@@ -274,6 +275,56 @@ def test_planner_advances_a_stage_only_when_the_subgoal_is_met_now() -> None:
     assert planner.plan(image, props).stage == "place"
     planner.set_task(TaskSpec("stack", ("red_block", "blue_block"), "stack"))   # a new episode restarts
     assert planner.stage.name == "grasp"
+
+
+def test_a_stage_with_fall_back_is_returned_to_when_its_subgoal_is_lost(tmp_path) -> None:
+    """With fall_back_below, the planner goes back to grasp when p(grasped) falls below it,
+    stays in lift between that and the advance threshold, and advances again; without it a
+    met sub-goal is final; a fall_back_below outside (0, advance_threshold) is refused."""
+    task = {"task": "pick", "roles": ["block"], "stages": [
+        {"name": "grasp", "questions": [{"family": "grasped", "subjects": ["block"], "desired": True, "weight": 1.0}],
+         "advance_when": [{"family": "grasped", "subjects": ["block"], "desired": True}],
+         "fall_back_below": 0.5},
+        {"name": "lift", "questions": [{"family": "moved_any", "subjects": ["block"], "desired": True, "weight": 1.0}]}]}
+    path = tmp_path / "pick.yaml"
+    grasped = {"p": 0.95}      # p(grasped) now, set by the test
+
+    def planner_for(task_file: dict) -> Planner:
+        path.write_text(yaml.safe_dump(task_file))
+        objective = load_task_objective(path)
+        model = hand_model(**{GRASP: lambda a: torch.full((len(a),), math.log(grasped["p"] / (1 - grasped["p"]))),
+                              MOVED: lambda a: a[..., 0].mean(1)})
+        planner = Planner(PlannerConfig(method="rank"), model=model, task_objectives=lambda name: objective)
+        planner.set_task(TaskSpec("pick", ("red_block",), "pick"))
+        return planner
+
+    image, props = np.zeros((8, 8, 3), np.uint8), np.zeros((2, 16, 5), np.float32)
+    planner = planner_for(task)
+    grasped["p"] = 0.95
+    assert planner.plan(image, props).stage == "lift"
+    grasped["p"] = 0.7                                       # less sure, not below 0.5: stays
+    r = planner.plan(image, props)
+    assert r.stage == "lift" and r.fell_back_to == []
+    grasped["p"] = 0.1                                       # the block slipped: grasp it again
+    r = planner.plan(image, props)
+    assert r.stage == "grasp" and r.fell_back_to == ["grasp"] and r.advanced_from == []
+    grasped["p"] = 0.95
+    r = planner.plan(image, props)
+    assert r.stage == "lift" and r.advanced_from == ["grasp"]
+
+    del task["stages"][0]["fall_back_below"]
+    planner = planner_for(task)
+    grasped["p"] = 0.95
+    assert planner.plan(image, props).stage == "lift"
+    grasped["p"] = 0.1
+    r = planner.plan(image, props)
+    assert r.stage == "lift" and r.fell_back_to == []
+
+    for bad in (0.95, 0.0):
+        task["stages"][0]["fall_back_below"] = bad
+        path.write_text(yaml.safe_dump(task))
+        with pytest.raises(ValueError, match="fall_back_below"):
+            load_task_objective(path)
 
 
 def test_planner_refuses_grad_with_a_remote_model_and_unknown_words() -> None:

@@ -4,8 +4,10 @@
     planner.set_task(spec)                              # renders the task's questions
     report = planner.plan(image, proposals)             # (N, H, A) proposals -> PlanReport
 
-Per call: encode the image once; while the active stage has sub-goal checks and the model
-says each is met *now* (no actions, p(desired) > threshold), advance to the next stage;
+Per call: encode the image once; while the stage before the active one has a
+`fall_back_below` and the model says one of its sub-goals no longer holds *now*, go back to
+it; while the active stage has sub-goal checks and the model says each is met *now* (no
+actions, p(desired) > threshold), advance to the next stage;
 build the stage's objective; run the configured optimiser; report the chosen chunk with the
 scores per iteration and p(yes) of each question for it. Receding horizon is the caller's
 loop: execute k actions of the chunk (controller_node `execute_steps`), then plan again.
@@ -71,6 +73,7 @@ class PlanReport:
     stage: str                         # the task stage planned for
     stage_index: int
     advanced_from: list[str]           # stages left behind during this call (sub-goals met)
+    fell_back_to: list[str]            # stages returned to during this call (a met sub-goal lost)
     questions: RenderedQuestions       # the stage's objective
     p_yes: np.ndarray                  # (Q,) p(yes) of each question for the chosen chunk, full length
     outcome: PlanOutcome
@@ -140,12 +143,22 @@ class Planner:
         else:
             scorer = RemoteScorer(self.query, image)
 
+        def p_desired_now(checks: RenderedQuestions) -> np.ndarray:
+            p = scorer.p_yes_now(checks.questions)
+            return np.where(np.asarray(checks.desired) == 1.0, p, 1.0 - p)
+
+        fell_back = []
+        while self.stage_index > 0:
+            before = self.stages[self.stage_index - 1]
+            if before.fall_back_below is None or \
+                    np.all(p_desired_now(before.advance_when) >= before.fall_back_below):
+                break
+            self.stage_index -= 1
+            stage = before
+            fell_back.append(stage.name)
         advanced = []
         while stage.advance_when.questions:
-            p = scorer.p_yes_now(stage.advance_when.questions)
-            desired = np.asarray(stage.advance_when.desired)
-            p_desired = np.where(desired == 1.0, p, 1.0 - p)
-            if not np.all(p_desired > stage.advance_threshold):
+            if not np.all(p_desired_now(stage.advance_when) > stage.advance_threshold):
                 break
             advanced.append(stage.name)
             self.stage_index += 1
@@ -157,6 +170,7 @@ class Planner:
                            self.config.method_config, bound=self.config.action_bound, generator=self.generator)
         p_yes = objective.p_yes(torch.from_numpy(outcome.best).to(device)[None])[0, -1].cpu().numpy()
         return PlanReport(chunk=outcome.best, method=self.config.method, stage=stage.name,
-                          stage_index=self.stage_index, advanced_from=advanced, questions=stage.objective,
+                          stage_index=self.stage_index, advanced_from=advanced, fell_back_to=fell_back,
+                          questions=stage.objective,
                           p_yes=p_yes, outcome=outcome, num_proposals=int(props.shape[0]),
                           planning_ms=(time.perf_counter() - t0) * 1e3)

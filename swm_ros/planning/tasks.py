@@ -4,7 +4,10 @@ A task file (config/tasks/<task>.yaml) names the task's roles in `TaskSpec.objec
 lists one or more stages. Each stage is what the planner maximises while it is active; a
 stage with `advance_when` checks is left for the next one when every check's desired answer
 has probability > `advance_threshold` *now* (a no-action question, horizon 0), as the paper's
-StackBlocksGoal does (grasp, then stack, at p > 0.9):
+StackBlocksGoal does (grasp, then stack, at p > 0.9). With `fall_back_below`, a sub-goal
+stays checked after it is met: when the desired answer's probability falls below that value
+(the block slipped out of the hand, the stacked block fell), the planner returns to the
+stage that reaches it, rather than plan the next stage from a state that no longer holds:
 
     task: stack
     roles: [top, bottom]
@@ -67,6 +70,9 @@ class Stage:
     questions: list[QuestionTerm]
     advance_when: list[QuestionTerm] = field(default_factory=list)   # empty: the final stage
     advance_threshold: float = 0.9
+    # after advancing: come back to this stage when a check's desired answer has p below this
+    # now (None: never come back)
+    fall_back_below: float | None = None
 
     def __post_init__(self) -> None:
         if not self.questions:
@@ -75,6 +81,12 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: the question weights sum to 0")
         if not 0.0 < self.advance_threshold < 1.0:
             raise ValueError(f"advance_threshold must lie in (0, 1), got {self.advance_threshold}")
+        if self.fall_back_below is not None:
+            if not self.advance_when:
+                raise ValueError(f"stage {self.name!r}: fall_back_below needs advance_when checks")
+            if not 0.0 < self.fall_back_below < self.advance_threshold:
+                raise ValueError(f"stage {self.name!r}: fall_back_below must lie in (0, advance_threshold "
+                                 f"{self.advance_threshold}), got {self.fall_back_below}")
 
 
 @dataclass
@@ -121,6 +133,7 @@ class RenderedStage:
     objective: RenderedQuestions
     advance_when: RenderedQuestions        # empty for the last stage
     advance_threshold: float
+    fall_back_below: float | None = None
 
 
 def task_config_path(task_or_path: str | Path) -> Path:
@@ -171,7 +184,7 @@ class TaskObjective:
             raise ValueError(f"task {spec.name!r} needs {len(self.config.roles)} objects, got {list(spec.objects)}")
         phrase = dict(zip(self.config.roles, subject_phrases(spec)))
         return [RenderedStage(st.name, self._render(st.questions, phrase), self._render(st.advance_when, phrase),
-                              st.advance_threshold) for st in self.config.stages]
+                              st.advance_threshold, st.fall_back_below) for st in self.config.stages]
 
     @staticmethod
     def _render(terms: list[QuestionTerm], phrase: dict[str, str]) -> RenderedQuestions:

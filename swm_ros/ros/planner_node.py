@@ -250,6 +250,8 @@ class PlannerNode(Node):
         if chunk.shape != proposals.shape[1:] or not np.all(np.isfinite(chunk)) or np.abs(chunk).max() > bound:
             return self._skip(f"planner returned an unusable chunk (shape {chunk.shape}, max |a| "
                               f"{np.abs(chunk).max() if chunk.size else 0:.3g})", error=True)
+        for name in report.fell_back_to:
+            self.get_logger().info(f"sub-goal of {name!r} lost: planning {name!r} again")
         for name in report.advanced_from:
             self.get_logger().info(f"sub-goal {name!r} met: now planning {report.stage!r}")
         stamp = self.get_clock().now().to_msg()
