@@ -392,6 +392,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             torch.set_rng_state(extra["torch_rng"])
     else:
         out.mkdir(parents=True, exist_ok=True)
+        (out / TRAIN_WEIGHTS_FILE).unlink(missing_ok=True)     # an earlier run's, in the same directory
         if cfg.init_from is not None:
             _init_from(model, cfg.backend, Path(cfg.init_from))
     ema = _weight_average(model, cfg.ema_decay)
