@@ -12,7 +12,12 @@ Handshake: before the first message the node waits until every selected topic ha
 `min_subscribers` matched subscriptions, or the count `topic_subscribers` names for it (a graph
 whose nodes share a topic: each must have matched, or it misses the first messages), up to
 `wait_timeout`, then `settle` seconds more, so the first messages are not dropped while
-discovery completes. Every message the bag
+discovery completes. The publisher sees a subscription before the subscription has seen the
+publisher; a reliable message sent in between reaches that subscriber only when the writer
+next repairs (Fast DDS: a heartbeat up to 3 s later), and every later message on the topic waits
+behind it. So with `ack_first` the node waits, after each topic's first message, until every
+subscriber acknowledged it (bounded by `ack_timeout`), and shifts the playback clock by the
+wait: every subscriber has the start of the bag before the bag goes on. Every message the bag
 counts is published, or the node says loudly which were not (a damaged bag, exit code 1).
 """
 from __future__ import annotations
@@ -47,6 +52,8 @@ PARAMETERS: dict[str, Param] = {
     "queue_depth": Param(1000, "publisher history depth (reliable topics block instead of dropping)", positive,
                          "> 0"),
     "allow_partial": Param(False, "play what a damaged bag holds (exit 0) instead of failing at the damage"),
+    "ack_first": Param(True, "after each topic's first message, wait until reliable subscribers acknowledged it "
+                             "(at most ack_timeout), then go on at the bag's pace"),
     "ack_timeout": Param(5.0, "s to wait at the end until reliable subscribers acknowledged every message "
                               "(as `ros2 bag play --wait-for-all-acked`)", non_negative, ">= 0"),
 }
@@ -152,7 +159,11 @@ class BagPlayerNode(Node):
                     self.pub_clock.publish(Clock(clock=Time(sec=m.log_time // 1_000_000_000,
                                                             nanosec=m.log_time % 1_000_000_000)))
                     last_clock = m.log_time
+                first = self.published[m.topic] == 0
                 self._publish(m.topic, m.data)
+                if first and self.p.ack_first:
+                    waited = self._await_acks(m.topic)
+                    wall0 += waited
         except BagError as e:
             self.get_logger().error(f"replay stopped: {e}")
             rc = 1
@@ -172,6 +183,13 @@ class BagPlayerNode(Node):
                                + (f"; PARTIAL: {self.reader.problems}" if self.reader.partial else ""))
         if not self.done.done():
             self.done.set_result(rc)
+
+    def _await_acks(self, topic: str) -> float:
+        """Wait until every subscriber acknowledged what `topic`'s writer sent; the seconds waited."""
+        t0 = time.monotonic()
+        if not self.publishers_[topic].wait_for_all_acked(Duration(nanoseconds=int(self.p.ack_timeout * 1e9))):
+            self.get_logger().warning(f"{topic}: first message not acknowledged within {self.p.ack_timeout:.1f} s")
+        return time.monotonic() - t0
 
     def _publish(self, topic: str, data: bytes) -> None:
         # A reliable writer whose history is full raises after Fast DDS's blocking time: retry
