@@ -55,7 +55,8 @@ PARAMETERS: dict[str, Param] = {
     "ack_first": Param(True, "after each topic's first message, wait until reliable subscribers acknowledged it "
                              "(at most ack_timeout), then go on at the bag's pace"),
     "ack_timeout": Param(5.0, "s to wait at the end until reliable subscribers acknowledged every message "
-                              "(as `ros2 bag play --wait-for-all-acked`)", non_negative, ">= 0"),
+                              "(as `ros2 bag play --wait-for-all-acked`), and for each first message with "
+                              "ack_first", non_negative, ">= 0"),
 }
 
 
@@ -162,8 +163,11 @@ class BagPlayerNode(Node):
                 first = self.published[m.topic] == 0
                 self._publish(m.topic, m.data)
                 if first and self.p.ack_first:
-                    waited = self._await_acks(m.topic)
-                    wall0 += waited
+                    t0 = time.monotonic()
+                    if not self._acked(m.topic):
+                        self.get_logger().warning(f"{m.topic}: first message not acknowledged within "
+                                                  f"{self.p.ack_timeout:.1f} s")
+                    wall0 += time.monotonic() - t0
         except BagError as e:
             self.get_logger().error(f"replay stopped: {e}")
             rc = 1
@@ -174,8 +178,7 @@ class BagPlayerNode(Node):
         # exiting right after the last publish can lose it: a reliable writer that is gone
         # cannot resend what a loaded subscriber has not acknowledged yet
         if self.p.ack_timeout > 0 and not self._stop.is_set():
-            unacked = [t for t, pub in self.publishers_.items()
-                       if not pub.wait_for_all_acked(Duration(nanoseconds=int(self.p.ack_timeout * 1e9)))]
+            unacked = [t for t in self.publishers_ if not self._acked(t)]
             if unacked:
                 self.get_logger().warning(f"not acknowledged within {self.p.ack_timeout:.1f} s: {unacked}")
         total = sum(self.published.values())
@@ -184,12 +187,9 @@ class BagPlayerNode(Node):
         if not self.done.done():
             self.done.set_result(rc)
 
-    def _await_acks(self, topic: str) -> float:
-        """Wait until every subscriber acknowledged what `topic`'s writer sent; the seconds waited."""
-        t0 = time.monotonic()
-        if not self.publishers_[topic].wait_for_all_acked(Duration(nanoseconds=int(self.p.ack_timeout * 1e9))):
-            self.get_logger().warning(f"{topic}: first message not acknowledged within {self.p.ack_timeout:.1f} s")
-        return time.monotonic() - t0
+    def _acked(self, topic: str) -> bool:
+        """Wait (at most ack_timeout) until every subscriber acknowledged what `topic`'s writer sent."""
+        return self.publishers_[topic].wait_for_all_acked(Duration(nanoseconds=int(self.p.ack_timeout * 1e9)))
 
     def _publish(self, topic: str, data: bytes) -> None:
         # A reliable writer whose history is full raises after Fast DDS's blocking time: retry
