@@ -178,6 +178,40 @@ def test_estop_holds_within_a_control_period_and_refuses(controller, probe) -> N
     print(f"e-stop service call to hold received: {latency * 1000:.0f} ms")
 
 
+def test_ready_repeats_while_idle_and_unanswered_only(controller, probe) -> None:
+    """A policy that plans only on controller_ready stalls for good if the one ready is lost
+    (sent before DDS matched it) or answered by a rejected chunk: an idle controller repeats it."""
+    proc = controller("-p", "ready_repeat:=0.3")
+    robot = Robot(probe)
+    robot.wait_connected()
+    assert probe.wait_for(lambda: len(robot.ready) >= 4, 5), f"{len(robot.ready)} readies\n{proc.output()}"
+    # a rejected chunk leaves the arm idle: readies go on
+    base = len(robot.ready)
+    nan = _move()
+    nan[3, 1] = np.nan
+    robot.send(robot.chunk(nan))
+    assert probe.wait_for(lambda: robot.rejected() >= 1 and len(robot.ready) >= base + 2, 5), proc.output()
+    # an accepted chunk answers it: no ready while its trajectory runs (several seconds at dt 0.5)
+    robot.send(robot.chunk(_move(), dt=0.5))
+    assert probe.wait_for(lambda: robot.trajs, 10), proc.output()
+    duration = conv.trajectory_arrays(robot.trajs[0])[1][-1]
+    assert duration > 3.5, duration
+    probe.spin(0.5)                          # readies already on the way when the chunk came
+    during = len(robot.ready)
+    probe.spin(duration - 1.5)
+    assert len(robot.ready) == during, "ready repeated while a trajectory ran"
+    # ...and it comes again, and repeats, once the trajectory has ended
+    assert probe.wait_for(lambda: len(robot.ready) >= during + 2, 5), proc.output()
+    # the e-stop makes the arm unavailable: no ready until it is released
+    assert probe.call(SetBool, "/controller_node/estop", SetBool.Request(data=True)).success
+    probe.spin(0.5)
+    engaged = len(robot.ready)
+    probe.spin(1.0)
+    assert len(robot.ready) == engaged, "ready while e-stopped"
+    assert probe.call(SetBool, "/controller_node/estop", SetBool.Request(data=False)).success
+    assert probe.wait_for(lambda: len(robot.ready) > engaged, 5), proc.output()
+
+
 def test_dry_run_watchdog_and_stale_joint_states(controller, probe) -> None:
     # chunks may take a while to arrive under load: only joint-state staleness is tested here
     # (the fixture's 1.0 s limit)

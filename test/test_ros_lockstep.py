@@ -48,8 +48,11 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     # the policy plans only once the sim's first observations are in: by then the probe must have
     # discovered its publisher, or the first chunk (the start of the wall-time figure) could pass unseen
     assert probe.wait_for(lambda: probe.node.count_publishers("/action_chunk") > 0, 60)
-    # the clock starts when the first chunk is executed: start-up (seconds of imports) is not sim speed
-    assert probe.wait_for(lambda: chunks, 60), "\n".join(p.output()[-2000:] for p in procs.values())
+    # the clock starts when the first chunk is executed: start-up (seconds of imports) is not sim speed.
+    # Seeing the publisher does not mean it has matched the probe's subscription yet (one-sided DDS
+    # match): CI once saw the probe miss the first chunk, and push seed 0 succeed on that one chunk
+    assert probe.wait_for(lambda: chunks or any(w.success for w in world), 60), \
+        "\n".join(p.output()[-2000:] for p in procs.values())
     # wall time from the first chunk seen (the sim speed figure printed below is rough under load;
     # /clock messages can all reach the probe late, or, once lockstep holds time still, not at all)
     wall0 = time.monotonic()
@@ -65,7 +68,7 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     # load the probe can miss all it published before the success: CI once saw the success as
     # the first world state, its first chunk after it; no stamp the probe sees is a safe origin.)
     sim = conv.to_seconds(success.header.stamp)
-    assert sim > 0.0, (sim, stamps[:3], conv.to_seconds(chunks[0].header.stamp))
+    assert sim > 0.0, (sim, stamps[:3], [conv.to_seconds(c.header.stamp) for c in chunks[:1]])
     # lockstep's point: not a single chunk was too old when the controller got it
     assert "stale" not in procs["controller_node"].output(), logs
     # diagnostics run on sim time, which lockstep holds still between commands: wait for them

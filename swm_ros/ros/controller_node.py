@@ -6,7 +6,8 @@
   action     <arm_controller>/follow_joint_trajectory  control_msgs FollowJointTrajectory goals
                                                    (use_action_interface; see trajectory_action.py)
              ~/shadow_trajectory                   the same, in dry_run (nothing goes to the arm)
-             controller_ready                      std_msgs/Bool: true when a trajectory finished
+             controller_ready                      std_msgs/Bool: true when a trajectory finished,
+                                                   repeated on wall time while no chunk answers it
              /diagnostics
   services   ~/estop                               std_srvs/SetBool: true engages, false releases
 
@@ -19,9 +20,11 @@ independent of whatever produced the chunk: a bad model cannot make it forward a
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -54,6 +57,10 @@ PARAMETERS: dict[str, Param] = {
     "min_dt": Param(0.02, "s: smallest accepted chunk dt", positive, "> 0"),
     "max_dt": Param(1.0, "s: largest accepted chunk dt", positive, "> 0"),
     "ik_tolerance": Param(0.03, "m: an IK step missing by more ends the chunk there", positive, "> 0"),
+    "ready_repeat": Param(2.0, "wall s between repeats of controller_ready while the arm is idle and no chunk "
+                          "was accepted (a ready lost before DDS matched the policy, or answered by a "
+                          "rejected chunk, would otherwise stall a policy that plans only on ready); 0 = once",
+                          non_negative, ">= 0"),
     "control_rate_hz": Param(20.0, "watchdog / readiness check rate", positive, "> 0"),
     "diagnostics_period": Param(1.0, "s between /diagnostics messages", positive, "> 0"),
     "use_action_interface": Param(False, "send control_msgs/FollowJointTrajectory goals to "
@@ -85,7 +92,8 @@ class ControllerNode(Node):
         self._q: np.ndarray | None = None
         self._ready_at: float | None = None   # when the current trajectory ends
         self._ready_sent = False
-        self.accepted = self.rejected = 0
+        self._ready_sent_wall = 0.0           # time.monotonic() of the last controller_ready
+        self.accepted = self.rejected = self.ready_repeats = 0
         self.last_rejection = ""
 
         # Chunks (IK: the slow part) in one group, everything safety-critical in another,
@@ -107,6 +115,10 @@ class ControllerNode(Node):
                                  qos.STATE, callback_group=urgent)
         self.create_service(SetBool, "~/estop", self._on_estop, callback_group=urgent)
         self.create_timer(1.0 / self.p.control_rate_hz, self._on_tick, callback_group=urgent)
+        if self.p.ready_repeat > 0:
+            # wall time: in lockstep, sim time stands still exactly while the controller waits for a chunk
+            self.create_timer(self.p.ready_repeat, self._on_ready_repeat, callback_group=urgent,
+                              clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._diag = Diagnostics(self, "safety", self.profile.name, self._diagnostics, self.p.diagnostics_period,
                                  callback_group=urgent)
         self.get_logger().info(
@@ -227,11 +239,22 @@ class ControllerNode(Node):
             if self._ready_at is None and not self._ready_sent:
                 self._ready_at = self._now()        # first fresh joint state: ready for a first chunk
             if not self._ready_sent and self._ready_at is not None and self._now() >= self._ready_at:
-                self.pub_ready.publish(Bool(data=True))
-                self._ready_sent = True
+                self._publish_ready()
+
+    def _on_ready_repeat(self) -> None:
+        with self._lock:
+            if (self._ready_sent and not self.estop.engaged and self.js_guard.fresh() and self._arm_reachable()
+                    and time.monotonic() - self._ready_sent_wall >= self.p.ready_repeat):
+                self.ready_repeats += 1
+                self._publish_ready()
+
+    def _publish_ready(self) -> None:
+        self.pub_ready.publish(Bool(data=True))
+        self._ready_sent, self._ready_sent_wall = True, time.monotonic()
 
     def _diagnostics(self):
         values = {"accepted": self.accepted, "rejected": self.rejected, "last_rejection": self.last_rejection,
+                  "ready_repeats": self.ready_repeats,
                   "estop": self.estop.engaged, "dry_run": self.p.dry_run,
                   "joint_state_age": f"{self.js_guard.age():.3f}",
                   "command_age": f"{self.watchdog.age():.3f}"}
