@@ -9,10 +9,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _env() -> dict[str, str]:
+    return dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="2")
+
+
 def run_swm(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, "-m", "swm_ros.cli", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "swm_ros.cli", *args], cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def start_swm(*args: str) -> subprocess.Popen:
+    """The CLI running in the background (to signal it); the caller waits for it."""
+    return subprocess.Popen([sys.executable, "-m", "swm_ros.cli", *args], cwd=REPO, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def collect_small_saqa(out: Path) -> Path:

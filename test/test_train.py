@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import yaml
 
 from swm_ros.config import ConfigError
 
-from swm_cli import run_swm
+from swm_cli import run_swm, start_swm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +98,53 @@ def test_cli_train_writes_checkpoint_curves_metrics_and_resumes(saqa_file, tmp_p
     ref = load_world_model(straight).state_dict()
     for k, v in resumed.state_dict().items():
         assert torch.allclose(v, ref[k], atol=1e-5), k
+
+
+def test_sigint_ends_a_run_between_steps_with_a_checkpoint_that_resumes(saqa_file, tmp_path):
+    """Ctrl-C on a long run: the step in progress finishes, weights and optimizer state are saved
+    at that step (not at the last periodic checkpoint), the process exits 0, --resume continues."""
+    from safetensors import safe_open
+
+    from swm_ros.models.registry import load_world_model
+
+    out = tmp_path / "run"
+    cfg_path = tmp_path / "wm.yaml"
+    cfg_path.write_text(yaml.safe_dump(_train_config(saqa_file, steps=100_000, checkpoint_every=100_000,
+                                                     eval_every=100_000, log_every=1)))
+    proc = start_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--no-progress")
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.jsonl").is_file() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGINT: stopping after this step" in err
+    step = load_world_model(out).training_summary["step"]
+    assert 3 <= step < 100_000
+    with safe_open(str(out / "optimizer.safetensors"), "pt") as f:      # the step the optimizer state is from
+        meta = json.loads(f.metadata()["metadata"])
+    assert int(meta["step"]) == step
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(out), "--resume",
+                "--stop-at", str(step + 2), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert load_world_model(out).training_summary["step"] == step + 2
+
+
+def test_stop_request_first_signal_asks_second_aborts():
+    from swm_ros.models.stop_request import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop and stop.signal_name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM again"):
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_resume_without_checkpoint_fails(saqa_file, tmp_path):
