@@ -14,6 +14,7 @@ blocks the subscriptions; it is triggered by `controller_ready`, a new episode, 
 wants, since its time runs while a trajectory does). Inputs older than `max_observation_age`
 (by stamp) make it skip, with a warning; a skipped plan is retried every `RETRY_PERIOD` wall
 seconds until one goes out, so a `controller_ready` that came before the first image is not lost.
+One that never arrived (sent before DDS matched) is repeated by the controller while unanswered.
 """
 from __future__ import annotations
 
