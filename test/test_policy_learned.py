@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,7 +218,7 @@ def test_training_samples_carry_the_task_blocks_positions(tmp_path) -> None:
     assert start == len(samples) and not samples.role_positions[~samples.role_mask].any()
 
 
-def test_train_cli_trains_resumes_and_rejects_unknown_keys(tmp_path) -> None:
+def test_train_cli_trains_resumes_stops_on_a_signal_and_rejects_unknown_keys(tmp_path) -> None:
     from swm_ros.data.collect import CollectConfig, collect
     from swm_ros.policies.learned.train import load_train_config, train_policy
 
@@ -240,6 +244,23 @@ def test_train_cli_trains_resumes_and_rejects_unknown_keys(tmp_path) -> None:
     policy = load_policy(out)
     assert policy.processor.image.config.roi is not None      # the episodes' crop travels with the weights
     assert policy.training["step"] == 6
+
+    # SIGTERM mid-run (sent once the loop has logged, so the handler is in): a checkpoint at the
+    # step in progress, not at the last periodic one, which --resume continues
+    endless = dataclasses.replace(tc, steps=1_000_000, checkpoint_every=1_000_000)
+    stopped = tmp_path / "stopped"
+
+    def signal_once_logging() -> None:
+        while not ((stopped / "metrics.jsonl").is_file() and (stopped / "metrics.jsonl").read_text()):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_once_logging, daemon=True).start()
+    summary = train_policy(endless, stopped, progress=False)
+    assert 2 <= summary["step"] < 1_000_000
+    assert load_policy(stopped).training["step"] == summary["step"]
+    again = train_policy(endless, stopped, resume=True, progress=False, stop_at=summary["step"] + 1)
+    assert again["step"] == summary["step"] + 1
 
     bad = dict(cfg, learning_rate=0.1)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
