@@ -116,8 +116,9 @@ class ControllerNode(Node):
         self.create_service(SetBool, "~/estop", self._on_estop, callback_group=urgent)
         self.create_timer(1.0 / self.p.control_rate_hz, self._on_tick, callback_group=urgent)
         if self.p.ready_repeat > 0:
-            # wall time: in lockstep, sim time stands still exactly while the controller waits for a chunk
-            self.create_timer(self.p.ready_repeat, self._on_ready_repeat, callback_group=urgent,
+            # wall time: in lockstep, sim time stands still exactly while the controller waits for a chunk.
+            # Checked 4 times a period, so a repeat comes 1-1.25 periods after the last ready.
+            self.create_timer(self.p.ready_repeat / 4, self._on_ready_repeat, callback_group=urgent,
                               clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._diag = Diagnostics(self, "safety", self.profile.name, self._diagnostics, self.p.diagnostics_period,
                                  callback_group=urgent)
