@@ -174,7 +174,8 @@ def test_unknown_config_keys_fail(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config" / "train").glob("world_model_*.yaml")))
 def test_shipped_train_config_loads(name):
-    from swm_ros.models.train import load_train_config, lr_at
+    from swm_ros.models.train import load_train_config
+    from swm_ros.models.training_steps import lr_at
 
     cfg = load_train_config(REPO / "config" / "train" / f"{name}.yaml")
     assert cfg.backend in ("tiny", "effnet") and cfg.steps > cfg.warmup_steps

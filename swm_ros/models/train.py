@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from swm_ros.models.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE
                                        load_optimizer_state, read_checkpoint_config, save_checkpoint,
                                        save_optimizer_state, write_weights)
 from swm_ros.models.registry import build_world_model
-from swm_ros.models.stop_request import StopRequest
+from swm_ros.models.training_steps import scheduled_steps
 from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -100,15 +99,6 @@ def load_train_config(path: str | Path) -> WorldModelTrainConfig:
     cfg = load_config(WorldModelTrainConfig, path)
     build_world_model(cfg.backend, cfg.model)      # validates backend name and model keys early
     return cfg
-
-
-def lr_at(step: int, cfg: WorldModelTrainConfig) -> float:
-    """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_lr_ratio."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / span, 1.0)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 # ---- data ------------------------------------------------------------------------------
@@ -422,50 +412,43 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train world-model",
                disable=not progress, dynamic_ncols=True)
-    with StopRequest() as stop:
-        for step in bar:
-            lr = lr_at(step, cfg)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            rng = np.random.default_rng([cfg.seed, step])
-            idx = rng.choice(n_train, size=cfg.batch_size, p=weights)
-            optimizer.zero_grad(set_to_none=True)
-            for batch in train_batch.chunks(idx, cfg.length_buckets):
-                logits, feats = forward_batch(model, batch, with_features=True)
-                loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
-                if targets is not None:
-                    aux = localisation_loss(model.locate(feats, targets.names), batch["block_uv"],
-                                            batch["block_mask"])
-                    loss = loss + cfg.aux_loss_weight * aux * (len(logits) / len(idx))
-                    run_aux += float(aux.detach()) * len(logits)
-                loss.backward()
-                run_loss += float(loss.detach()) * len(idx)
-                run_ok += int((logits.argmax(-1) == batch["answer"]).sum())
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            run_n += len(idx)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                entry = {"step": done, "split": "train", "loss": run_loss / run_n, "accuracy": run_ok / run_n,
-                         "lr": lr, "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
-                if targets is not None:
-                    entry["localisation_mse"] = run_aux / run_n
-                log(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
-                summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
-                run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
-            if len(val_idx) and (done % cfg.eval_every == 0 or done == cfg.steps):
-                last_val = evaluate(saved_model, val_batch, val_idx, family_names=val_ds.family_names)
-                if ema is not None:     # the trained weights too, to see what the average adds
-                    last_val["accuracy_trained"] = evaluate(model, val_batch, val_idx)["accuracy"]
-                log({"step": done, "split": "val", **last_val})
-                bar.write(f"step {done}: val accuracy {last_val['accuracy']:.4f} loss {last_val['loss']:.4f}")
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_at or stop:
-                save(done)
-            if done == stop_at or stop:
-                break
+    for step in scheduled_steps(bar, optimizer, cfg, stop_at):
+        idx = step.rng.choice(n_train, size=cfg.batch_size, p=weights)
+        optimizer.zero_grad(set_to_none=True)
+        for batch in train_batch.chunks(idx, cfg.length_buckets):
+            logits, feats = forward_batch(model, batch, with_features=True)
+            loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
+            if targets is not None:
+                aux = localisation_loss(model.locate(feats, targets.names), batch["block_uv"],
+                                        batch["block_mask"])
+                loss = loss + cfg.aux_loss_weight * aux * (len(logits) / len(idx))
+                run_aux += float(aux.detach()) * len(logits)
+            loss.backward()
+            run_loss += float(loss.detach()) * len(idx)
+            run_ok += int((logits.argmax(-1) == batch["answer"]).sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        run_n += len(idx)
+        done = step.done
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            entry = {"step": done, "split": "train", "loss": run_loss / run_n, "accuracy": run_ok / run_n,
+                     "lr": step.lr, "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
+            if targets is not None:
+                entry["localisation_mse"] = run_aux / run_n
+            log(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
+            summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
+            run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
+        if len(val_idx) and (done % cfg.eval_every == 0 or done == cfg.steps):
+            last_val = evaluate(saved_model, val_batch, val_idx, family_names=val_ds.family_names)
+            if ema is not None:     # the trained weights too, to see what the average adds
+                last_val["accuracy_trained"] = evaluate(model, val_batch, val_idx)["accuracy"]
+            log({"step": done, "split": "val", **last_val})
+            bar.write(f"step {done}: val accuracy {last_val['accuracy']:.4f} loss {last_val['loss']:.4f}")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or step.last:
+            save(done)
     bar.close()
     train_ds.close()
     val_ds.close()

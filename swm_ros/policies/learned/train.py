@@ -25,8 +25,8 @@ import yaml
 
 from swm_ros.config import ConfigError, load_config, to_dict
 from swm_ros.models.checkpoint import OPTIMIZER_FILE, WEIGHTS_FILE, _load_tensors, load_optimizer_state, save_optimizer_state
-from swm_ros.models.stop_request import StopRequest
-from swm_ros.models.train import MetricsLog, lr_at, read_metrics
+from swm_ros.models.train import MetricsLog, read_metrics
+from swm_ros.models.training_steps import scheduled_steps
 from swm_ros.policies.learned.checkpoint import read_policy_config, save_policy_checkpoint
 from swm_ros.policies.learned.data import ChunkSamples, PolicyDataConfig, load_samples, select_episodes
 from swm_ros.policies.learned.model import FlowChunkPolicy, FlowPolicyConfig
@@ -226,45 +226,38 @@ def train_policy(cfg: PolicyTrainConfig, out: str | Path | None = None, resume: 
     run_loss, run_aux, run_n = 0.0, 0.0, 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train policy",
                disable=not progress, dynamic_ncols=True)
-    with StopRequest() as stop:
-        for step in bar:
-            lr = lr_at(step, cfg)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            rng = np.random.default_rng([cfg.seed, step])
-            idx = rng.choice(len(train), size=cfg.batch_size)
-            images = random_shift(train.images[idx], cfg.shift_pixels, rng)
-            noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            loss, aux = _losses(model, train, idx, images, noise, cfg.samples_per_cond)
-            total = loss if aux is None or cfg.aux_loss_weight == 0 else loss + cfg.aux_loss_weight * aux
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            run_loss += float(loss.detach())
-            run_aux += float(aux.detach()) if aux is not None else 0.0
-            run_n += 1
-            done = step + 1
-            if done % cfg.log_every == 0 or done == cfg.steps:
-                entry = {"step": done, "split": "train", "loss": run_loss / run_n, "lr": lr,
-                         "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - t0, 1)}
-                if model.positions is not None:
-                    entry["position_loss"] = run_aux / run_n
-                log(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.4f}")
-                summary["train_loss"] = entry["loss"]
-                run_loss, run_aux, run_n = 0.0, 0.0, 0
-            if val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
-                v = validation_losses(model, val, positions, cfg.seed)
-                summary["val_loss"] = v["loss"]
-                if "position_error_cm" in v:
-                    summary["val_position_error_cm"] = v["position_error_cm"]
-                log({"step": done, "split": "val", **v})
-                bar.write(f"step {done}: " + ", ".join(f"val {k} {x:.4f}" for k, x in v.items()))
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps or done == stop_at or stop:
-                save(done)
-            if done == stop_at or stop:
-                break
+    for step in scheduled_steps(bar, optimizer, cfg, stop_at):
+        idx = step.rng.choice(len(train), size=cfg.batch_size)
+        images = random_shift(train.images[idx], cfg.shift_pixels, step.rng)
+        noise = torch.Generator().manual_seed(int(step.rng.integers(2**62)))
+        loss, aux = _losses(model, train, idx, images, noise, cfg.samples_per_cond)
+        total = loss if aux is None or cfg.aux_loss_weight == 0 else loss + cfg.aux_loss_weight * aux
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        run_loss += float(loss.detach())
+        run_aux += float(aux.detach()) if aux is not None else 0.0
+        run_n += 1
+        done = step.done
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            entry = {"step": done, "split": "train", "loss": run_loss / run_n, "lr": step.lr,
+                     "grad_norm": float(grad_norm), "seconds": round(time.perf_counter() - t0, 1)}
+            if model.positions is not None:
+                entry["position_loss"] = run_aux / run_n
+            log(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            summary["train_loss"] = entry["loss"]
+            run_loss, run_aux, run_n = 0.0, 0.0, 0
+        if val is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            v = validation_losses(model, val, positions, cfg.seed)
+            summary["val_loss"] = v["loss"]
+            if "position_error_cm" in v:
+                summary["val_position_error_cm"] = v["position_error_cm"]
+            log({"step": done, "split": "val", **v})
+            bar.write(f"step {done}: " + ", ".join(f"val {k} {x:.4f}" for k, x in v.items()))
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps or step.last:
+            save(done)
     bar.close()
     if start >= cfg.steps:
         return read_policy_config(out).get("training", {})
