@@ -172,6 +172,32 @@ def test_unknown_config_keys_fail(tmp_path):
     assert r.returncode != 0
 
 
+def test_mixed_source_fills_its_share_of_every_batch(saqa_file, tmp_path):
+    """A `data.mix` file (here the test split, standing in for on-policy rows) gives a fixed
+    share of each training batch; the metrics report each source's rows and accuracy."""
+    from swm_ros.config import load_config
+    from swm_ros.models.train import WorldModelTrainConfig, train_world_model
+
+    raw = _train_config(saqa_file, steps=6, log_every=3, eval_every=6, checkpoint_every=6)
+    raw["data"]["mix"] = [{"path": str(saqa_file), "fraction": 0.25, "train_splits": ["test"]}]
+    summary = train_world_model(load_config(WorldModelTrainConfig, raw), tmp_path / "run", progress=False)
+    main, mixed = f"{saqa_file} (train)", f"{saqa_file} (test)"
+    assert [(m["source"], m["per_batch"]) for m in summary["mix"]] == [(main, 6), (mixed, 2)]
+    train = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "train"]
+    assert [m["step"] for m in train] == [3, 6]
+    for m in train:
+        assert {k: v["rows"] for k, v in m["by_source"].items()} == {main: 18, mixed: 6}
+        assert all(0.0 <= v["accuracy"] <= 1.0 for v in m["by_source"].values())
+        both = sum(v["accuracy"] * v["rows"] for v in m["by_source"].values()) / 24
+        assert both == pytest.approx(m["accuracy"])
+
+    for fractions in ([0.6, 0.4], [0.0], [1.5]):
+        bad = {**raw, "data": {**raw["data"], "mix": [{"path": str(saqa_file), "fraction": f} for f in fractions]}}
+        with pytest.raises(ConfigError, match="fraction"):
+            load_config(WorldModelTrainConfig, bad)
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config" / "train").glob("world_model_*.yaml")))
 def test_shipped_train_config_loads(name):
     from swm_ros.models.train import load_train_config

@@ -41,6 +41,20 @@ TRAIN_WEIGHTS_FILE = "train_weights.safetensors"   # the trained (not averaged) 
 
 
 @dataclass
+class MixedSource:
+    """Another SAQA file whose training rows fill a fixed share of every batch: e.g. the
+    learned base policy's own episodes (the chunks a planner ranks) beside the main file's
+    expert, noisy and random ones, so the model learns them without forgetting the rest."""
+    path: str
+    fraction: float                              # share of each training batch, in (0, 1)
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.fraction < 1.0:
+            raise ValueError(f"mix fraction must be in (0, 1), got {self.fraction}")
+
+
+@dataclass
 class DataConfig:
     path: str                                    # SAQA file from `swm saqa`
     train_splits: list[str] = field(default_factory=lambda: ["train"])
@@ -52,6 +66,11 @@ class DataConfig:
     val_rows: int = 2000                         # fixed random subset of the validation rows
     max_train_rows: int | None = None            # use only the first N training rows (debugging)
     balanced: bool = True                        # sample (family, answer) strata equally
+    mix: list[MixedSource] = field(default_factory=list)   # more files' rows in every batch; val stays on `path`
+
+    def __post_init__(self) -> None:
+        if sum(m.fraction for m in self.mix) >= 1.0:
+            raise ValueError("the mix fractions must leave a share of each batch to `path`")
 
 
 @dataclass
@@ -164,6 +183,35 @@ class Batcher:
             "family": torch.from_numpy(b["family"]).long(),
             "horizon": torch.from_numpy(b["horizon"]).long(),
         }
+
+
+@dataclass
+class TrainSource:
+    """One SAQA file's training rows and how many of them each batch draws."""
+    name: str                    # "<file> (<splits>)", for the metrics
+    ds: Any
+    batcher: Batcher
+    weights: np.ndarray          # sampling probability per row
+    per_batch: int
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.choice(len(self.weights), size=self.per_batch, p=self.weights)
+
+
+def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: WorldModelTrainConfig,
+                  ds_kwargs: dict[str, Any], max_rows: int | None = None) -> TrainSource:
+    from swm_ros.saqa.dataset import SAQADataset
+
+    ds = SAQADataset(path, split=splits, **ds_kwargs)
+    n = len(ds) if max_rows is None else min(len(ds), max_rows)
+    if n == 0:
+        raise ValueError(f"{path}: no training rows in splits {splits}")
+    weights = ds.sample_weights()[:n] if cfg.data.balanced else np.ones(n)
+    targets = None
+    if cfg.aux_loss_weight > 0:
+        entities = [w for w in getattr(model.config, "grounding_entities", []) if w in model.tokenizer.ids]
+        targets = BlockTargets(ds, _block_projector(ds, model), entities)
+    return TrainSource(f"{path} ({','.join(splits)})", ds, Batcher(ds, model, targets), weights / weights.sum(), per_batch)
 
 
 def forward_batch(model, batch: dict[str, torch.Tensor], with_features: bool = False):
@@ -345,23 +393,23 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     if max_h > model.config.max_steps:
         raise ConfigError(f"data max_horizon {max_h} > model max_steps {model.config.max_steps}")
     ds_kwargs = dict(camera=d.camera, max_horizon=max_h, families=d.families, preload_images=d.preload_images)
-    train_ds = SAQADataset(d.path, split=d.train_splits, **ds_kwargs)
     val_ds = SAQADataset(d.path, split=d.val_splits, **ds_kwargs)
-    processing = train_ds.image_processing()
+    processing = val_ds.image_processing()
     if processing is not None:     # the model carries the crop + resize its frames went through
         model.image_processor = ImageProcessor(ImageProcessorConfig.from_dict(processing))
-    n_train = len(train_ds) if d.max_train_rows is None else min(len(train_ds), d.max_train_rows)
-    if n_train == 0:
-        raise ValueError(f"{d.path}: no training rows in splits {d.train_splits}")
-    weights = train_ds.sample_weights()[:n_train] if d.balanced else np.ones(n_train)
-    weights = weights / weights.sum()
+    mixed_rows = [max(1, round(m.fraction * cfg.batch_size)) for m in d.mix]
+    if sum(mixed_rows) >= cfg.batch_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is too small for the mix fractions")
+    sources = [_train_source(d.path, d.train_splits, cfg.batch_size - sum(mixed_rows), model, cfg, ds_kwargs,
+                             d.max_train_rows)]
+    for m, rows in zip(d.mix, mixed_rows):
+        sources.append(_train_source(m.path, m.train_splits, rows, model, cfg, ds_kwargs))
+        if sources[-1].ds.image_processing() != processing:
+            raise ConfigError(f"mix {m.path}: its frames were processed with {sources[-1].ds.image_processing()}, "
+                              f"{d.path}'s with {processing}: mix only files collected alike")
     val_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(val_ds), min(d.val_rows, len(val_ds)),
                                                              replace=False)) if len(val_ds) else np.zeros(0, int)
-    targets = None
-    if cfg.aux_loss_weight > 0:
-        entities = [w for w in getattr(model.config, "grounding_entities", []) if w in model.tokenizer.ids]
-        targets = BlockTargets(train_ds, _block_projector(train_ds, model), entities)
-    train_batch, val_batch = Batcher(train_ds, model, targets), Batcher(val_ds, model)
+    val_batch = Batcher(val_ds, model)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
 
     start, metrics_path = 0, out / METRICS_FILE
@@ -394,8 +442,11 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     log = MetricsLog(metrics_path, resume_step=start if resume else None).append
     (out / TRAIN_CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
-    summary: dict[str, Any] = {"backend": cfg.backend, "data": str(d.path), "train_rows": n_train,
+    summary: dict[str, Any] = {"backend": cfg.backend, "data": str(d.path), "train_rows": len(sources[0].weights),
                                "val_rows": int(len(val_idx)), "parameters": model.num_parameters()}
+    if d.mix:
+        summary["mix"] = [{"source": src.name, "train_rows": len(src.weights), "per_batch": src.per_batch}
+                          for src in sources]
     last_val: dict[str, Any] = {}
 
     def save(step: int) -> None:
@@ -410,33 +461,44 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     model.train()
     t0 = time.perf_counter()
     run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
+    source_ok = np.zeros(len(sources), int)       # correct answers per source since the last log
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train world-model",
                disable=not progress, dynamic_ncols=True)
     for step in scheduled_steps(bar, optimizer, cfg, stop_at):
-        idx = step.rng.choice(n_train, size=cfg.batch_size, p=weights)
         optimizer.zero_grad(set_to_none=True)
-        for batch in train_batch.chunks(idx, cfg.length_buckets):
-            logits, feats = forward_batch(model, batch, with_features=True)
-            loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / len(idx)
-            if targets is not None:
-                aux = localisation_loss(model.locate(feats, targets.names), batch["block_uv"],
-                                        batch["block_mask"])
-                loss = loss + cfg.aux_loss_weight * aux * (len(logits) / len(idx))
-                run_aux += float(aux.detach()) * len(logits)
-            loss.backward()
-            run_loss += float(loss.detach()) * len(idx)
-            run_ok += int((logits.argmax(-1) == batch["answer"]).sum())
+        for k, source in enumerate(sources):
+            idx = source.draw(step.rng)
+            buckets = max(1, round(cfg.length_buckets * len(idx) / cfg.batch_size))
+            for batch in source.batcher.chunks(idx, buckets):
+                logits, feats = forward_batch(model, batch, with_features=True)
+                loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / cfg.batch_size
+                if batch.get("block_uv") is not None:
+                    aux = localisation_loss(model.locate(feats, source.batcher.block_targets.names),
+                                            batch["block_uv"], batch["block_mask"])
+                    loss = loss + cfg.aux_loss_weight * aux * (len(logits) / cfg.batch_size)
+                    run_aux += float(aux.detach()) * len(logits)
+                loss.backward()
+                run_loss += float(loss.detach()) * cfg.batch_size
+                ok = int((logits.argmax(-1) == batch["answer"]).sum())
+                run_ok += ok
+                source_ok[k] += ok
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         if ema is not None:
             ema.update_parameters(model)
-        run_n += len(idx)
+        run_n += cfg.batch_size
         done = step.done
         if done % cfg.log_every == 0 or done == cfg.steps:
             entry = {"step": done, "split": "train", "loss": run_loss / run_n, "accuracy": run_ok / run_n,
                      "lr": step.lr, "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
-            if targets is not None:
+            if cfg.aux_loss_weight > 0:
                 entry["localisation_mse"] = run_aux / run_n
+            if d.mix:       # how the model does on each file's rows, e.g. on-policy ones vs the rest
+                rows = run_n // cfg.batch_size
+                entry["by_source"] = {src.name: {"accuracy": int(c) / (src.per_batch * rows),
+                                                 "rows": src.per_batch * rows}
+                                      for src, c in zip(sources, source_ok)}
+                source_ok[:] = 0
             log(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
             summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
@@ -450,7 +512,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         if done % cfg.checkpoint_every == 0 or done == cfg.steps or step.last:
             save(done)
     bar.close()
-    train_ds.close()
+    for source in sources:
+        source.ds.close()
     val_ds.close()
     if start >= cfg.steps:         # nothing left to do: the saved checkpoint stays as it is
         return read_checkpoint_config(out).get("training", {})
