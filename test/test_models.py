@@ -170,6 +170,31 @@ def test_action_sums_start_as_the_model_without_them_and_then_matter():
         assert sums.answer_logits(imgs, torch.zeros(2, 0, ACTION_DIM), QUESTIONS).shape == (2, len(QUESTIONS), 2)
 
 
+def test_proprio_starts_as_the_model_without_it_then_matters_and_checks_its_input():
+    torch.manual_seed(0)
+    plain = TinyWorldModel(TinyConfig()).eval()
+    robot = TinyWorldModel(TinyConfig(proprio_dim=6)).eval()
+    missing, unexpected = robot.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("proprio.") for k in missing)
+    robot.proprio.set_statistics(np.random.default_rng(0).normal(3.0, 2.0, (500, 6)))
+    assert robot.proprio.mean.abs().min() > 2.5 and (robot.proprio.std - 2.0).abs().max() < 0.3
+    imgs, acts, tokens = _images(2), _actions(2, 12), plain.tokenize(QUESTIONS)
+    state = torch.randn(2, 6)
+    with torch.no_grad():
+        feats = plain.encode_image(imgs)
+        before = plain.answer_logits_from_features(feats, acts, tokens)
+        assert torch.allclose(robot.answer_logits_from_features(feats, acts, tokens, proprio=state), before, atol=1e-6)
+        torch.nn.init.normal_(robot.proprio.proj.weight, std=0.2)
+        after = robot.answer_logits_from_features(feats, acts, tokens, proprio=state)
+        assert not torch.allclose(after, before, atol=1e-4)
+        other = robot.answer_logits_from_features(feats, acts, tokens, proprio=state.flip(0))
+        assert not torch.allclose(after, other, atol=1e-4)        # each row reads its own state
+    for bad, match in ((None, "proprioception"), (torch.randn(2, 5), "proprio must be"),
+                       (torch.full((2, 6), float("nan")), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            robot.answer_logits_from_features(feats, acts, tokens, proprio=bad)
+
+
 def test_questions_change_the_answer_and_rows_are_independent(model):
     imgs, acts = _images(3), _actions(3, 8)
     out = model.answer_logits(imgs, acts, QUESTIONS)

@@ -198,6 +198,30 @@ def test_mixed_source_fills_its_share_of_every_batch(saqa_file, tmp_path):
             load_config(WorldModelTrainConfig, bad)
 
 
+def test_proprio_model_trains_with_the_data_statistics_and_evaluates(saqa_file, tmp_path):
+    """`proprio_dim`: each row's /proprio at its frame reaches the model, standardised with the
+    training rows' statistics, which the checkpoint keeps; evaluation feeds it too."""
+    from swm_ros.config import load_config
+    from swm_ros.evaluation.world_model_eval import evaluate_world_model
+    from swm_ros.models.registry import load_world_model
+    from swm_ros.models.train import WorldModelTrainConfig, train_world_model
+    from swm_ros.saqa.dataset import SAQADataset
+
+    raw = _train_config(saqa_file, steps=6, log_every=3, eval_every=6, checkpoint_every=6)
+    raw["model"]["proprio_dim"] = 14
+    train_world_model(load_config(WorldModelTrainConfig, raw), tmp_path / "run", progress=False)
+    model = load_world_model(tmp_path / "run")
+    ds = SAQADataset(saqa_file, split="train")
+    rows = np.stack([ds.proprio(int(e), int(t)) for e, t in zip(ds.columns["episode"], ds.columns["t"])])
+    assert np.allclose(model.proprio.mean.numpy(), rows.mean(0), atol=0.05)
+    assert model.proprio.proj.weight.abs().sum() > 0                  # trained away from its zero start
+    result = evaluate_world_model(model, saqa_file, split="test", progress=False)
+    assert result["rows"] > 0 and 0.0 <= result["accuracy"] <= 1.0
+    raw["model"]["proprio_dim"] = 13                                  # not the data's length
+    with pytest.raises(ValueError, match="proprio"):
+        train_world_model(load_config(WorldModelTrainConfig, raw), tmp_path / "bad", progress=False)
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "config" / "train").glob("world_model_*.yaml")))
 def test_shipped_train_config_loads(name):
     from swm_ros.models.train import load_train_config

@@ -37,6 +37,38 @@ from swm_ros.models.grounding import WordGrounding
 from swm_ros.models.text import Tokenizer
 
 
+class ProprioEmbedding(nn.Module):
+    """Proprioception (B, P) -> (B, d): standardised with the training data's mean and std
+    (buffers, saved with the weights), then a linear map that starts at zero, so a model grown
+    from one without it answers the same until trained."""
+
+    def __init__(self, dim: int, d_model: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.proj = nn.Linear(dim, d_model)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def set_statistics(self, samples: np.ndarray) -> None:
+        """Mean and std per entry from (N, P) samples; constant entries get std 1."""
+        x = torch.as_tensor(np.asarray(samples, dtype=np.float32))
+        if x.dim() != 2 or x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"proprio samples must be (N, {self.mean.shape[0]}), got {tuple(x.shape)}")
+        std = x.std(0)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        if proprio.dim() != 2 or proprio.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"proprio must be (B, {self.mean.shape[0]}), got {tuple(proprio.shape)}")
+        if not torch.isfinite(proprio).all():
+            raise ValueError("proprio has NaN or infinite values")
+        return self.proj((proprio - self.mean) / self.std)
+
+
 @dataclass
 class TinyConfig:
     image_size: int = 64             # images are resized to this (square) before encoding
@@ -64,8 +96,14 @@ class TinyConfig:
     # words that are entities without being colours: they ground through a learned query and
     # are supervised with the effector's image position (models/grounding.py)
     grounding_entities: list[str] = dataclasses.field(default_factory=lambda: ["gripper", "hand"])
+    # length of the robot's proprioception vector (the episodes' /proprio: joints, effector
+    # pose, gripper opening) added to every action and question token; 0: images and actions
+    # only, as in the paper. What the overhead frame shows worst is the gripper's own state
+    proprio_dim: int = 0
 
     def __post_init__(self) -> None:
+        if self.proprio_dim < 0:
+            raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
         if self.image_size % self.grid:
@@ -121,7 +159,7 @@ class LateFusionWorldModel(WorldModel):
     grounding, grounding_cells, grounding_entities and action_sums."""
 
     # parts with a zero init that a checkpoint without them may start from (train `init_from`)
-    ZERO_INIT_PARTS = ("action_sums",)
+    ZERO_INIT_PARTS = ("action_sums", "proprio")
 
     def _build_fusion(self, c) -> None:
         d = c.d_model
@@ -131,6 +169,8 @@ class LateFusionWorldModel(WorldModel):
         # zero-initialised (`_init_weights`): a model without them loads and answers the same
         self.action_sums = (nn.ModuleDict({"step": nn.Linear(c.action_dim, d), "total": nn.Linear(c.action_dim, d)})
                             if c.action_sums else None)
+        proprio_dim = getattr(c, "proprio_dim", 0)
+        self.proprio = ProprioEmbedding(proprio_dim, d) if proprio_dim else None      # zero-initialised too
         # text
         self.word_emb = nn.Embedding(len(self.tokenizer), d)
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
@@ -160,6 +200,8 @@ class LateFusionWorldModel(WorldModel):
             for m in self.action_sums.values():
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.proprio is not None:
+            self.proprio.reset_parameters()
         if self.grounding is not None:
             self.grounding.reset_parameters()      # its own init (see WordGrounding.reset_parameters)
 
@@ -174,10 +216,10 @@ class LateFusionWorldModel(WorldModel):
 
     def _answer_logits(self, img_tokens: torch.Tensor, actions: torch.Tensor,
                        questions: torch.Tensor | EmbeddedQuestions, action_mask: torch.Tensor | None,
-                       cells: torch.Tensor | None = None) -> torch.Tensor:
+                       cells: torch.Tensor | None = None, proprio: torch.Tensor | None = None) -> torch.Tensor:
         """image tokens (B or 1, N, d), actions (B, T, A), questions as tokens (Q, L) or (B, Q, L)
         or from `_embed_questions` -> (B, Q, 2); `cells` (B or 1, M, 3): the grounding's colour
-        map (mean RGB per cell), when the model has one."""
+        map (mean RGB per cell), when the model has one; `proprio` (B or 1, P) with proprio_dim."""
         c = self.config
         actions = actions.to(img_tokens.dtype)
         if actions.dim() != 3 or actions.shape[-1] != c.action_dim:
@@ -207,6 +249,12 @@ class LateFusionWorldModel(WorldModel):
             kept = actions * action_mask.unsqueeze(-1).to(actions.dtype)
             act = act + self.action_sums["step"](torch.cumsum(kept, dim=1))
             txt = txt + self.action_sums["total"](kept.sum(1))[:, None, None, :]
+        if self.proprio is not None:
+            if proprio is None:
+                raise ValueError(f"this model reads the robot's proprioception: pass proprio (B, {c.proprio_dim})")
+            state = self.proprio(proprio.to(img_tokens.device, act.dtype))                   # (B or 1, d)
+            act = act + state[:, None, :]
+            txt = txt + state[:, None, None, :]
         act = act.unsqueeze(1).expand(b, q, t, d)
         x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + txt.shape[2], d)
 
@@ -362,6 +410,7 @@ class TinyWorldModel(LateFusionWorldModel):
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor | EmbeddedQuestions,
-                                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+                                    action_mask: torch.Tensor | None = None,
+                                    proprio: torch.Tensor | None = None) -> torch.Tensor:
         tokens, cells = self._split_cells(features, self.config.grid ** 2)
-        return self._answer_logits(tokens, actions, question_tokens, action_mask, cells)
+        return self._answer_logits(tokens, actions, question_tokens, action_mask, cells, proprio)

@@ -155,6 +155,7 @@ class Batcher:
     def __init__(self, ds, model, block_targets: BlockTargets | None = None):
         self.ds = ds
         self.block_targets = block_targets
+        self.with_proprio = getattr(model, "proprio", None) is not None
         tokens = model.tokenize(ds.questions) if ds.questions else torch.zeros(0, 1, dtype=torch.int64)
         width = int((tokens != 0).sum(1).max()) if len(tokens) else 1
         self.tokens = tokens[:, :max(width, 1)]           # no all-padding columns
@@ -173,6 +174,8 @@ class Batcher:
         if self.block_targets is not None:
             uv, mask = self.block_targets(b["episode"], b["t"])
             extra = {"block_uv": torch.from_numpy(uv), "block_mask": torch.from_numpy(mask)}
+        if self.with_proprio:
+            extra["proprio"] = torch.from_numpy(b["proprio"])
         return {
             **extra,
             "images": torch.from_numpy(b["image"]),
@@ -216,7 +219,9 @@ def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: Worl
 
 def forward_batch(model, batch: dict[str, torch.Tensor], with_features: bool = False):
     feats = model.encode_image(batch["images"])
-    logits = model.answer_logits_from_features(feats, batch["actions"], batch["tokens"], batch["action_mask"])[:, 0]
+    extra = {"proprio": batch["proprio"]} if "proprio" in batch else {}
+    logits = model.answer_logits_from_features(feats, batch["actions"], batch["tokens"], batch["action_mask"],
+                                               **extra)[:, 0]
     return (logits, feats) if with_features else logits
 
 
@@ -359,6 +364,10 @@ def plot_curves(metrics: list[dict[str, Any]], path: Path) -> None:
     if train:
         ax1.plot([m["step"] for m in train], [m["loss"] for m in train], label="train")
         ax2.plot([m["step"] for m in train], [m["accuracy"] for m in train], label="train (batches)")
+        mixed = [m for m in train if "by_source" in m]
+        for source in (mixed[-1]["by_source"] if mixed else {}):
+            ax2.plot([m["step"] for m in mixed], [m["by_source"][source]["accuracy"] for m in mixed], ":",
+                     lw=1, label=f"train: {source}")
     if val:
         ax1.plot([m["step"] for m in val], [m["loss"] for m in val], "o-", label="val")
         ax2.plot([m["step"] for m in val], [m["accuracy"] for m in val], "o-", label="val")
@@ -434,6 +443,12 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         (out / TRAIN_WEIGHTS_FILE).unlink(missing_ok=True)     # an earlier run's, in the same directory
         if cfg.init_from is not None:
             _init_from(model, cfg.backend, Path(cfg.init_from))
+    if not resume and getattr(model, "proprio", None) is not None and not bool(model.proprio.mean.any()):
+        src = sources[0]          # standardise the proprioception with the training rows' statistics
+        rows = np.random.default_rng(cfg.seed).choice(len(src.weights), min(5000, len(src.weights)), replace=False)
+        cols = src.ds.columns
+        model.proprio.set_statistics(np.stack([src.ds.proprio(int(cols["episode"][i]), int(cols["t"][i]))
+                                               for i in rows]))
     ema = _weight_average(model, cfg.ema_decay)
     if ema is not None and resume:
         ema.module.load_state_dict(_load_tensors(out / WEIGHTS_FILE))

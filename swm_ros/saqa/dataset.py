@@ -131,6 +131,13 @@ class SAQADataset:
             ep["states"] = ep["reader"].states
         return ep["states"]
 
+    def proprio(self, episode: int, t: int) -> np.ndarray:
+        """The robot's own state at frame t (joints, effector pose, gripper opening), float32."""
+        ep = self._episode(episode)
+        if "proprio" not in ep:
+            ep["proprio"] = np.asarray(ep["reader"].proprio, dtype=np.float32)
+        return ep["proprio"][t]
+
     def actions(self, episode: int, t: int, h: int) -> tuple[np.ndarray, np.ndarray]:
         """Actions t..t+h-1 zero-padded to max_horizon, and the mask of real steps."""
         acts = self._episode(episode)["actions"]
@@ -148,6 +155,7 @@ class SAQADataset:
         q = self.questions[int(c["question"])]
         item = {
             "image": self.image(e, t),
+            "proprio": self.proprio(e, t),
             "actions": actions,
             "action_mask": mask,
             "horizon": h,
