@@ -109,3 +109,28 @@ def test_planning_raises_the_objective_over_raw_proposals(trained, method: str) 
         assert all(g == pytest.approx(0.0, abs=1e-6) for g in gains)
     else:
         assert all(g >= -1e-6 for g in gains) and float(np.mean(gains)) > MIN_MEAN_GAIN[method], gains
+
+
+def test_planner_passes_the_robot_state_to_a_model_that_reads_it(trained) -> None:
+    """With `proprio_dim`, what the planner scores depends on the proprio it is given; without
+    one it refuses with a clear error; a model without the input ignores it."""
+    from swm_ros.models.registry import build_world_model
+
+    plain, _, observations = trained
+    image, spec, state = observations[0]
+    torch.manual_seed(0)
+    model = build_world_model("tiny", {**SMALL, "proprio_dim": 14})
+    model.load_state_dict(plain.state_dict(), strict=False)
+    torch.nn.init.normal_(model.proprio.proj.weight, std=0.5)
+    planner = Planner(CONFIGS["rank"], model=model)
+    planner.set_task(spec)
+    proposals = _proposals(state, spec, seed=0)
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=14).astype(np.float32) for _ in range(2))
+    scores = [planner.plan(image, proposals, p).outcome.base_score for p in (a, a, b)]
+    assert scores[0] == scores[1] and scores[0] != pytest.approx(scores[2], abs=1e-6)
+    with pytest.raises(ValueError, match="proprioception"):
+        planner.plan(image, proposals)
+    planner = Planner(CONFIGS["rank"], model=plain)
+    planner.set_task(spec)
+    assert planner.plan(image, proposals, a).outcome.base_score == planner.plan(image, proposals).outcome.base_score

@@ -194,7 +194,7 @@ class Controller:
         if self.planner is None:
             return np.asarray(self.policy.propose(obs, 1))[0]
         proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
-        return self.planner.plan(obs.images[self.camera], proposals).chunk
+        return self.planner.plan(obs.images[self.camera], proposals, obs.proprio).chunk
 
 
 def run_episode(env, controller: Controller, task: str, split: str, episode: int, cfg: ClosedLoopConfig

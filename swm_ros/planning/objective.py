@@ -148,10 +148,12 @@ class ModelObjective(PrefixObjective):
     differentiable = True
 
     def __init__(self, model, features: torch.Tensor, questions: RenderedQuestions,
-                 config: ObjectiveConfig | None = None):
+                 config: ObjectiveConfig | None = None, proprio: torch.Tensor | None = None):
         super().__init__(questions, config)
         self.model = model
         self.features = features
+        # a model with a proprioception input reads the robot's state at the image (1, P)
+        self.extra = {"proprio": proprio} if proprio is not None else {}
         with torch.no_grad():           # the questions do not depend on the actions: embed them once
             self.tokens = model.prepare_questions(features, model.tokenize(list(questions.questions)))
 
@@ -169,7 +171,8 @@ class ModelObjective(PrefixObjective):
             per_prefix = []
             for length in lengths:
                 logits = torch.cat([self.model.answer_logits_from_features(self.features,
-                                                                           candidates[s:s + step, :length], self.tokens)
+                                                                           candidates[s:s + step, :length], self.tokens,
+                                                                           **self.extra)
                                     for s in range(0, n, step)])                    # (N, Q, 2)
                 per_prefix.append(logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX])
             return torch.stack(per_prefix, dim=1)
@@ -179,7 +182,7 @@ class ModelObjective(PrefixObjective):
         kept = torch.tensor(lengths, device=candidates.device)
         masks = (torch.arange(h, device=candidates.device)[None, :] < kept[:, None]).repeat(n, 1)
         logits = torch.cat([self.model.answer_logits_from_features(self.features, rows[s:s + step], self.tokens,
-                                                                   masks[s:s + step])
+                                                                   masks[s:s + step], **self.extra)
                             for s in range(0, n * p, step)])                        # (N * P, Q, 2)
         return (logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX]).reshape(n, p, -1)
 
@@ -222,20 +225,24 @@ class ModelScorer:
 
     differentiable = True
 
-    def __init__(self, model, image: np.ndarray | torch.Tensor):
+    def __init__(self, model, image: np.ndarray | torch.Tensor, proprio: np.ndarray | None = None):
         self.model = model
         with torch.no_grad():
             self.features = model.encode_image(torch.from_numpy(np.array(image))[None])   # a copy: frames may be read-only
+        reads_proprio = getattr(model, "proprio", None) is not None     # other models take images and actions only
+        self.proprio = (torch.as_tensor(np.asarray(proprio, dtype=np.float32)[None], device=self.features.device)
+                        if proprio is not None and reads_proprio else None)
+        self.extra = {"proprio": self.proprio} if self.proprio is not None else {}
 
     def objective(self, questions: RenderedQuestions, config: ObjectiveConfig | None = None) -> ModelObjective:
-        return ModelObjective(self.model, self.features, questions, config)
+        return ModelObjective(self.model, self.features, questions, config, self.proprio)
 
     def p_yes_now(self, questions: Sequence[str]) -> np.ndarray:
         """(Q,) p(yes) with no actions (horizon 0): is it true in this image?"""
         with torch.no_grad():
             no_actions = torch.zeros(1, 0, self.model.action_dim, device=self.features.device)
             logits = self.model.answer_logits_from_features(self.features, no_actions,
-                                                            self.model.tokenize(list(questions)))
+                                                            self.model.tokenize(list(questions)), **self.extra)
         return logits.softmax(-1)[0, :, YES_INDEX].cpu().numpy()
 
 

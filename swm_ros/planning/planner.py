@@ -126,7 +126,8 @@ class Planner:
         return self.stages[self.stage_index]
 
     # ---- planning ----------------------------------------------------------------------
-    def plan(self, image: np.ndarray, proposals: np.ndarray) -> PlanReport:
+    def plan(self, image: np.ndarray, proposals: np.ndarray, proprio: np.ndarray | None = None) -> PlanReport:
+        """Choose a chunk for `image`; `proprio` (the robot's state then) for a world model that reads it."""
         t0 = time.perf_counter()
         stage = self.stage
         props = np.asarray(proposals, dtype=np.float32)
@@ -139,7 +140,7 @@ class Planner:
                              f"{self.model.action_dim}")
         if self.model is not None:
             frame = self.image_processor(image) if self.image_processor is not None else image
-            scorer = ModelScorer(self.model, frame)
+            scorer = ModelScorer(self.model, frame, proprio)
         else:
             scorer = RemoteScorer(self.query, image)
 
