@@ -210,7 +210,9 @@ def test_proprio_model_trains_with_the_data_statistics_and_evaluates(saqa_file, 
     raw = _train_config(saqa_file, steps=6, log_every=3, eval_every=6, checkpoint_every=6)
     raw["model"]["proprio_dim"] = 14
     train_world_model(load_config(WorldModelTrainConfig, raw), tmp_path / "run", progress=False)
-    model = load_world_model(tmp_path / "run")
+    with pytest.raises(ValueError, match="proprioception"):      # e.g. a node that passes images and actions only
+        load_world_model(tmp_path / "run")
+    model = load_world_model(tmp_path / "run", proprio=True)
     ds = SAQADataset(saqa_file, split="train")
     rows = np.stack([ds.proprio(int(e), int(t)) for e, t in zip(ds.columns["episode"], ds.columns["t"])])
     assert np.allclose(model.proprio.mean.numpy(), rows.mean(0), atol=0.05)

@@ -259,7 +259,7 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
     if any(m.startswith("swm-") for m in cfg.methods):
         from swm_ros.models.registry import load_world_model
 
-        model = load_world_model(cfg.world_model)
+        model = load_world_model(cfg.world_model, proprio=True)
     env = make_env(cfg.env, task=cfg.tasks[0], image_size=tuple(cfg.render_size),
                    cameras=(env_setup(cfg.env).camera,), seed=cfg.first_seed)
     controllers: dict[str, Controller] = {}

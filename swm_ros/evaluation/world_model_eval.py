@@ -138,7 +138,7 @@ def cli_eval_world_model(args: Any) -> int:
     torch.set_num_threads(args.threads)
     source = args.checkpoint or args.backend
     try:
-        model = load_world_model(source)
+        model = load_world_model(source, proprio=True)
     except (FileNotFoundError, ValueError) as e:
         print(f"swm eval world-model: {e}")
         return 2

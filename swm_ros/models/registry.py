@@ -58,9 +58,11 @@ def default_weights(name: str) -> Path:
     return WEIGHTS_DIR / name
 
 
-def load_world_model(path_or_name: str | Path, device: str = "cpu"):
+def load_world_model(path_or_name: str | Path, device: str = "cpu", proprio: bool = False):
     """Load a checkpoint directory, or shipped weights by name: a backend's (`tiny`) or another
-    shipped model (`tiny-ogbench`, the tiny model trained on OGBench cube SAQA)."""
+    shipped model (`tiny-ogbench`, the tiny model trained on OGBench cube SAQA). `proprio`: the
+    caller passes the robot's proprioception, so a model that reads it (`proprio_dim`) may load;
+    every other caller gets a clear error here rather than at its first query."""
     from swm_ros.models.checkpoint import load_checkpoint
 
     p = Path(path_or_name)
@@ -70,4 +72,10 @@ def load_world_model(path_or_name: str | Path, device: str = "cpu"):
         if not p.is_dir():
             raise FileNotFoundError(f"no shipped weights for backend {path_or_name!r} at {p}; "
                                     f"train them with `swm train world-model` or pass a checkpoint directory")
-    return load_checkpoint(p, device=device)
+    model = load_checkpoint(p, device=device)
+    reads = getattr(model, "proprio", None)
+    if reads is not None and not proprio:
+        raise ValueError(f"{p}: this world model reads the robot's proprioception (proprio_dim "
+                         f"{reads.mean.numel()}), which this command or node does not pass; only training, "
+                         f"`swm eval world-model` and `swm eval closed-loop` do")
+    return model
