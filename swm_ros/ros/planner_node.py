@@ -227,13 +227,13 @@ class PlannerNode(Node):
             return self._skip("no image yet")
         if now - image[0] > self.p.max_observation_age:
             return self._skip(f"image is {now - image[0]:.2f} s old (max {self.p.max_observation_age:g} s)")
-        age = now - conv.to_seconds(msg.header.stamp)
-        if age > self.p.max_proposal_age:
-            return self._skip(f"proposals are {age:.2f} s old (max {self.p.max_proposal_age:g} s)")
-        try:
+        try:       # malformed before stale: a bad message is reported as bad however late it is read
             proposals, dt = proposals_array(msg)
         except ProposalError as e:
             return self._skip(f"bad proposals: {e}", error=True)
+        age = now - conv.to_seconds(msg.header.stamp)
+        if age > self.p.max_proposal_age:
+            return self._skip(f"proposals are {age:.2f} s old (max {self.p.max_proposal_age:g} s)")
         key = (task.episode, task.name, tuple(task.objects), task.variant, task.seed)
         if key != self._task_key:
             try:
