@@ -390,3 +390,18 @@ def test_cli_info_and_from_episodes(tmp_path, capsys):
     shutil.rmtree(tmp_path / "bag")
     assert main(["bag", "info", str(tmp_path / "bag")]) == 1
     assert ep_path.is_file()
+
+
+def test_json_output_keeps_native_writes_to_stdout_out_of_the_document():
+    """`swm bag eval --graph --json`: what a C library in the process writes to fd 1 (Fast DDS's
+    shared-memory errors) goes to stderr, and stdout holds the JSON document alone."""
+    import subprocess
+    import sys
+
+    code = ("import json, os; from swm_ros.bags.cli import _json_stdout; out = _json_stdout(); "
+            "os.write(1, b'[RTPS_TRANSPORT_SHM Error] port busy\\n'); print('also python'); "
+            "print(json.dumps({'ok': 1}), file=out, flush=True)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"ok": 1}
+    assert "[RTPS_TRANSPORT_SHM Error]" in r.stderr and "also python" in r.stderr

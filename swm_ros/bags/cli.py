@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from swm_ros.bags.reader import BagError
 
@@ -107,11 +108,23 @@ def cli_bag_from_episodes(args: Any) -> int:
     return 0
 
 
+def _json_stdout() -> TextIO:
+    """A stream on the real stdout for the one JSON document, with file descriptor 1 itself sent
+    to stderr: DDS libraries in this process write their own diagnostics to fd 1 (Fast DDS's
+    "[RTPS_TRANSPORT_SHM Error] ..." when a shared-memory port is busy), which broke
+    `--json | jq` and a test that parses the output."""
+    sys.stdout.flush()
+    real = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return real
+
+
 def cli_bag_eval(args: Any) -> int:
     from swm_ros.bags.evaluate import EvalConfig, evaluate_bag, write_report
     from swm_ros.bags.graph_eval import GraphEvalConfig, evaluate_bag_in_graph
     from swm_ros.bags.plan_agreement import AgreementConfig
 
+    json_out = _json_stdout() if args.json and args.graph else sys.stdout
     cfg = EvalConfig(horizons_per_start=args.horizons_per_start, max_horizon=args.max_horizon,
                      start_stride=args.stride, seed=args.seed, max_frames=args.max_frames,
                      max_seconds=args.max_seconds)
@@ -136,7 +149,7 @@ def cli_bag_eval(args: Any) -> int:
         summary["latency_ms"] = {k: v for k, v in result["latency_ms"].items() if k != "per_frame"}
         if "graph" in result:
             summary["graph"] = {k: v for k, v in result["graph"].items() if k != "rows"}
-        print(json.dumps(summary))
+        print(json.dumps(summary), file=json_out, flush=True)
     else:
         print(paths["md"].read_text())
     return 0
