@@ -133,5 +133,11 @@ class WorldModel(nn.Module, abc.ABC):
         return sum(p.numel() for p in self.parameters())
 
     @property
+    def reads_proprio(self) -> bool:
+        """Whether answering needs the robot's proprioception too (tiny's `proprio_dim`): callers
+        then pass `proprio` to `answer_logits_from_features`, which other models do not take."""
+        return getattr(self, "proprio", None) is not None
+
+    @property
     def vocabulary(self) -> list[str]:
         return self.tokenizer.vocabulary

@@ -73,9 +73,8 @@ def load_world_model(path_or_name: str | Path, device: str = "cpu", proprio: boo
             raise FileNotFoundError(f"no shipped weights for backend {path_or_name!r} at {p}; "
                                     f"train them with `swm train world-model` or pass a checkpoint directory")
     model = load_checkpoint(p, device=device)
-    reads = getattr(model, "proprio", None)
-    if reads is not None and not proprio:
+    if model.reads_proprio and not proprio:
         raise ValueError(f"{p}: this world model reads the robot's proprioception (proprio_dim "
-                         f"{reads.mean.numel()}), which this command or node does not pass; only training, "
+                         f"{model.proprio.mean.numel()}), which this command or node does not pass; only training, "
                          f"`swm eval world-model` and `swm eval closed-loop` do")
     return model

@@ -155,7 +155,7 @@ class Batcher:
     def __init__(self, ds, model, block_targets: BlockTargets | None = None):
         self.ds = ds
         self.block_targets = block_targets
-        self.with_proprio = getattr(model, "proprio", None) is not None
+        self.with_proprio = model.reads_proprio
         tokens = model.tokenize(ds.questions) if ds.questions else torch.zeros(0, 1, dtype=torch.int64)
         width = int((tokens != 0).sum(1).max()) if len(tokens) else 1
         self.tokens = tokens[:, :max(width, 1)]           # no all-padding columns
@@ -214,7 +214,8 @@ def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: Worl
     if cfg.aux_loss_weight > 0:
         entities = [w for w in getattr(model.config, "grounding_entities", []) if w in model.tokenizer.ids]
         targets = BlockTargets(ds, _block_projector(ds, model), entities)
-    return TrainSource(f"{path} ({','.join(splits)})", ds, Batcher(ds, model, targets), weights / weights.sum(), per_batch)
+    return TrainSource(f"{path} ({','.join(splits)})", ds, Batcher(ds, model, targets), weights / weights.sum(),
+                       per_batch)
 
 
 def forward_batch(model, batch: dict[str, torch.Tensor], with_features: bool = False):
@@ -443,7 +444,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         (out / TRAIN_WEIGHTS_FILE).unlink(missing_ok=True)     # an earlier run's, in the same directory
         if cfg.init_from is not None:
             _init_from(model, cfg.backend, Path(cfg.init_from))
-    if not resume and getattr(model, "proprio", None) is not None and not bool(model.proprio.mean.any()):
+    if not resume and model.reads_proprio and not bool(model.proprio.mean.any()):
         src = sources[0]          # standardise the proprioception with the training rows' statistics
         rows = np.random.default_rng(cfg.seed).choice(len(src.weights), min(5000, len(src.weights)), replace=False)
         cols = src.ds.columns

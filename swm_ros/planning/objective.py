@@ -229,9 +229,8 @@ class ModelScorer:
         self.model = model
         with torch.no_grad():
             self.features = model.encode_image(torch.from_numpy(np.array(image))[None])   # a copy: frames may be read-only
-        reads_proprio = getattr(model, "proprio", None) is not None     # other models take images and actions only
         self.proprio = (torch.as_tensor(np.asarray(proprio, dtype=np.float32)[None], device=self.features.device)
-                        if proprio is not None and reads_proprio else None)
+                        if proprio is not None and model.reads_proprio else None)
         self.extra = {"proprio": self.proprio} if self.proprio is not None else {}
 
     def objective(self, questions: RenderedQuestions, config: ObjectiveConfig | None = None) -> ModelObjective:
