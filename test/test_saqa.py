@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,9 +13,10 @@ from swm_ros.config import ConfigError
 from swm_ros.data.episodes import EpisodeMeta, StateArrays, write_episode
 from swm_ros.saqa.build import QuestionTable, SAQAConfig, balance_rows, build_saqa, episode_rows, load_saqa_config
 from swm_ros.saqa.dataset import SAQADataset
-from swm_ros.saqa.families import DIRECTIONS, FAMILIES, get_family, noun_phrases
+from swm_ros.saqa.families import DIRECTIONS, FAMILIES, Thresholds, get_family, noun_phrases
 from swm_ros.saqa.horizons import sample_horizons
 
+REPO = Path(__file__).resolve().parents[1]
 R, B, G = 0, 1, 2   # object indices in insertion order red, blue, green
 
 
@@ -120,6 +122,41 @@ def test_on_top():
     assert yes("on_top", hover, stacked, R, B)
 
 
+def near_miss(family, s0, s1, a, b=-1):
+    arr = StateArrays.from_states([s0, s1])
+    fam = get_family(family)
+    s0a, s1a = arr.take([0]), arr.take([1])
+    answer, _ = fam.label(s0a, s1a, [a], [b])
+    return bool(fam.near_misses(s0a, s1a, np.array([a]), np.array([b]), np.array([-1]), answer, Thresholds())[0])
+
+
+def test_near_misses_are_no_answers_close_to_yes():
+    others = {"green": (0.7, -0.2, REST_Z)}
+    hover = make_state({"red": (0.505, 0.0, REST_Z + 0.08), "blue": (0.5, 0.0, REST_Z), **others},
+                       effector=(0.505, 0.0, REST_Z + 0.08), grasped=block("red"), opening=0.4,
+                       contacts={("gripper", block("red"))})
+    stacked = make_state({"red": (0.5, 0.0, REST_Z + 2 * HALF), "blue": (0.5, 0.0, REST_Z), **others},
+                         contacts={(block("red"), block("blue"))})
+    beside = make_state({"red": (0.6, 0.0, REST_Z + 0.08), "blue": (0.5, 0.0, REST_Z), **others}, grasped=block("red"))
+    # on_top: held above the other block is a near miss; resting on it is a yes, beside it a plain no
+    assert no("on_top", *still(hover), R, B) and near_miss("on_top", *still(hover), R, B)
+    assert yes("on_top", *still(stacked), R, B) and not near_miss("on_top", *still(stacked), R, B)
+    assert no("on_top", *still(beside), R, B) and not near_miss("on_top", *still(beside), R, B)
+    assert not near_miss("on_top", *still(hover), B, R)          # blue is below red
+    # grasped: an open hand around the block is a near miss, a hand far away is not, holding it is a yes
+    around = make_state({"red": (0.5, 0.0, REST_Z), "blue": (0.6, 0.2, REST_Z), **others}, effector=(0.5, 0.0, REST_Z))
+    away = make_state({"red": (0.5, 0.0, REST_Z), "blue": (0.6, 0.2, REST_Z), **others}, effector=(0.3, 0.0, 1.0))
+    assert no("grasped", *still(around), R) and near_miss("grasped", *still(around), R)
+    assert not near_miss("grasped", *still(away), R) and not near_miss("grasped", *still(hover), R)
+    # touching: 1.5 cm apart is a near miss, 10 cm apart is not
+    close = make_state({"red": (0.5, 0.0, REST_Z), "blue": (0.5 + 2 * HALF + 0.015, 0.0, REST_Z), **others})
+    far = make_state({"red": (0.5, 0.0, REST_Z), "blue": (0.5 + 2 * HALF + 0.1, 0.0, REST_Z), **others})
+    assert no("touching", *still(close), R, B) and near_miss("touching", *still(close), R, B)
+    assert not near_miss("touching", *still(far), R, B)
+    # a family without near misses marks none
+    assert not near_miss("closer", *still(close), R, B)
+
+
 def test_relative_position():
     s = make_state({"red": (0.5, 0.15, REST_Z), "blue": (0.5, 0.0, REST_Z), "green": (0.3, 0.0, REST_Z)})
     assert yes("relative_position", *still(s), R, B, direction="left")
@@ -196,7 +233,7 @@ def test_episode_rows_are_vectorised_and_consistent():
     states = StateArrays.from_states(random_walk_states(np.random.default_rng(3), 80))
     cfg = SAQAConfig()
     table = QuestionTable()
-    cols, drawn = episode_rows(states, cfg, np.random.default_rng(0), table)
+    cols, _, drawn = episode_rows(states, cfg, np.random.default_rng(0), table)
     assert drawn == 80 * 8 * len(cfg.families)
     assert np.all(cols["t"] + cols["h"] <= 79) and np.all(cols["h"] <= 60)
     # every (t) has an h = 0 row in some family; rows re-label the same when asked one by one
@@ -226,6 +263,36 @@ def test_balance_rows():
         for f in (0, 1):
             sel = keep[(cols["split"][keep] == s) & (cols["family"][keep] == f)]
             assert len(sel) > 0 and cols["answer"][sel].mean() == 0.5
+
+
+def test_balance_rows_draws_the_asked_share_of_near_misses():
+    rng = np.random.default_rng(0)
+    n = 4000
+    cols = {"split": np.zeros(n, np.int8), "family": np.repeat([0, 1], n // 2).astype(np.int8),
+            "answer": (rng.random(n) < 0.3).astype(np.uint8)}
+    near = (cols["answer"] == 0) & (rng.random(n) < 0.1)         # about 7 % of all rows
+    plain = balance_rows(cols, np.random.default_rng(5))
+    assert np.array_equal(plain, balance_rows(cols, np.random.default_rng(5), near, {}))   # no share: same rows
+    keep = balance_rows(cols, np.random.default_rng(5), near, {0: 0.2, 1: 0.9})
+    for fam, share in ((0, 0.2), (1, 0.9)):
+        sel = keep[cols["family"][keep] == fam]
+        no_rows = sel[cols["answer"][sel] == 0]
+        assert cols["answer"][sel].mean() == 0.5
+        pool = near[(cols["family"] == fam)].sum()
+        assert near[no_rows].sum() == min(round(share * len(no_rows)), pool)      # all of them when too few
+    f0 = keep[cols["family"][keep] == 0]
+    assert abs(near[f0].sum() / (cols["answer"][f0] == 0).sum() - 0.2) < 0.01   # against ~0.14 at random
+
+
+def test_near_miss_share_config_is_checked():
+    with pytest.raises(ValueError, match="near misses"):
+        SAQAConfig(near_miss_share={"closer": 0.5})                  # closer has none
+    with pytest.raises(ValueError, match="near misses"):
+        SAQAConfig(families=["touching"], near_miss_share={"on_top": 0.5})
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        SAQAConfig(near_miss_share={"on_top": 1.5})
+    cfg = load_saqa_config(REPO / "config/saqa/near_miss.yaml")
+    assert cfg.families == ["on_top"] and cfg.near_miss_share == {"on_top": 0.5}
 
 
 def test_build_saqa_file_dataset_and_throughput(tmp_path):

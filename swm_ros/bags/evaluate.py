@@ -78,7 +78,7 @@ def evaluate_bag(bag: str | Path, checkpoint: str | None = None, robot: str = "n
     for ep in episodes:
         if cfg.max_frames and frames_done >= cfg.max_frames:
             break
-        rows, _ = episode_rows(ep.states, scfg, rng, table)
+        rows, _, _ = episode_rows(ep.states, scfg, rng, table)
         by_t: dict[int, np.ndarray] = {}
         for i, t in enumerate(rows["t"]):
             by_t.setdefault(int(t), []).append(i)

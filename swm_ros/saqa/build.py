@@ -4,7 +4,8 @@ For every episode: start frames t, 8 horizons h each (h = 0 among them), and for
 question family a subject (blocks, direction) drawn at random per (t, h); labels come from
 the privileged state at t and t+h, all (t, h) pairs of an episode at once with numpy.
 Rows in an ambiguity band are dropped, then each family is balanced to 50 % yes within
-each split by subsampling the majority answer. Rows reference images by (episode, frame);
+each split by subsampling the majority answer (with `near_miss_share`, that share of a
+family's "no" rows comes from its near misses, as far as there are any). Rows reference images by (episode, frame);
 the output is one columnar HDF5 file (see docs/data-format.md).
 """
 from __future__ import annotations
@@ -46,6 +47,7 @@ class SAQAConfig:
     families: list[str] = field(default_factory=lambda: [f.name for f in FAMILIES])
     subject_kinds: list[str] = field(default_factory=lambda: ["block"])
     balance: bool = True
+    near_miss_share: dict[str, float] = field(default_factory=dict)   # family -> share of its "no" rows
     seed: int = 0
     thresholds: Thresholds = field(default_factory=Thresholds)
 
@@ -55,6 +57,12 @@ class SAQAConfig:
                 get_family(name)
             except KeyError as e:
                 raise ValueError(e.args[0]) from None
+        for name, share in self.near_miss_share.items():
+            if name not in self.families or get_family(name).near_miss is None:
+                raise ValueError(f"near_miss_share: {name!r} is not one of this build's families with near "
+                                 f"misses ({[f for f in self.families if get_family(f).near_miss is not None]})")
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"near_miss_share[{name!r}] must lie in [0, 1], got {share}")
         if self.horizons_per_start < 1 or self.max_horizon < 0 or self.start_stride < 1:
             raise ValueError("horizons_per_start and start_stride must be >= 1, max_horizon >= 0")
 
@@ -111,8 +119,9 @@ class QuestionTable:
 
 
 def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator, table: QuestionTable
-                 ) -> tuple[dict[str, np.ndarray], int]:
-    """Candidate rows of one episode (before balancing) and how many were drawn."""
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+    """Candidate rows of one episode (before balancing), which of them are near misses, and how
+    many were drawn."""
     n = len(states)
     t_start = start_frames(n, cfg.start_stride, cfg.min_steps_left)
     hs = sample_horizons(rng, n - 1 - t_start, cfg.horizons_per_start, cfg.max_horizon,
@@ -125,6 +134,7 @@ def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator,
     # colour id per object, with a trailing -1 so that subject_b = -1 (no object) maps to -1
     color_ids = np.array([table.color_id(c) for c in states.object_colors] + [-1], dtype=np.int64)
     out: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
+    near: list[np.ndarray] = []
     drawn = 0
     for name in cfg.families:
         fam = get_family(name)
@@ -149,6 +159,7 @@ def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator,
         phr = rng.integers(len(fam.phrasings), size=len(a))
         qids = table.ids(name, phrases, cands)[pick, np.maximum(d, 0), phr]
         keep = valid
+        near.append(fam.near_misses(s0, s1, a, b, d, answer, cfg.thresholds)[keep])
         out["episode"].append(np.zeros(keep.sum()))   # filled by the caller
         out["t"].append(t0[rows][keep])
         out["h"].append(h[rows][keep])
@@ -163,18 +174,29 @@ def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator,
         out["answer"].append(answer[keep])
         out["split"].append(np.zeros(keep.sum()))     # filled by the caller
     cols = {k: (np.concatenate(v) if v else np.zeros(0)).astype(COLUMNS[k]) for k, v in out.items()}
-    return cols, drawn
+    return cols, (np.concatenate(near) if near else np.zeros(0, dtype=bool)), drawn
 
 
-def balance_rows(cols: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices keeping, per (split, family), equal yes and no counts."""
+def balance_rows(cols: dict[str, np.ndarray], rng: np.random.Generator, near_miss: np.ndarray | None = None,
+                 near_miss_share: dict[int, float] | None = None) -> np.ndarray:
+    """Sorted indices keeping, per (split, family), equal yes and no counts; for a family id in
+    `near_miss_share`, that share of its "no" rows drawn from the `near_miss` rows (all of them
+    where there are fewer)."""
     keep = []
     key = cols["split"].astype(np.int64) * 256 + cols["family"].astype(np.int64)
     for k in np.unique(key):
         idx = np.flatnonzero(key == k)
         yes, no = idx[cols["answer"][idx] == 1], idx[cols["answer"][idx] == 0]
         m = min(len(yes), len(no))
-        keep += [rng.choice(yes, m, replace=False), rng.choice(no, m, replace=False)]
+        keep.append(rng.choice(yes, m, replace=False))
+        share = (near_miss_share or {}).get(int(k % 256), 0.0)
+        if share > 0 and near_miss is not None:
+            close, other = no[near_miss[no]], no[~near_miss[no]]
+            n_close = min(len(close), int(round(share * m)))
+            n_close = max(n_close, m - len(other))     # too few others: more near misses
+            keep += [rng.choice(close, n_close, replace=False), rng.choice(other, m - n_close, replace=False)]
+        else:
+            keep.append(rng.choice(no, m, replace=False))
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
@@ -216,6 +238,7 @@ def build_saqa(episodes: str | Path | Sequence[dict[str, Any]], out: str | Path,
     rng = np.random.default_rng(cfg.seed)
     table = QuestionTable()
     parts: list[dict[str, np.ndarray]] = []
+    near: list[np.ndarray] = []
     num_frames = []
     drawn = 0
     it = eps
@@ -226,14 +249,16 @@ def build_saqa(episodes: str | Path | Sequence[dict[str, Any]], out: str | Path,
         with EpisodeReader(e["file"]) as ep:
             states = ep.states
         num_frames.append(len(states))
-        cols, n = episode_rows(states, cfg, rng, table)
+        cols, near_ep, n = episode_rows(states, cfg, rng, table)
+        near.append(near_ep)
         drawn += n
         cols["episode"][:] = i
         cols["split"][:] = SPLITS.index(e["split"])
         parts.append(cols)
     cols = {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS}
     if cfg.balance:
-        keep = balance_rows(cols, rng)
+        keep = balance_rows(cols, rng, np.concatenate(near),
+                            {get_family(f).family_id: v for f, v in cfg.near_miss_share.items()})
         cols = {k: v[keep] for k, v in cols.items()}
     out = Path(out)
     _write(out, cfg, table, eps, num_frames, cols, root)

@@ -8,6 +8,12 @@ per question) and object / direction indices, and returns (answer, valid) bool a
 `valid` is False inside an ambiguity band (e.g. a block that moved 3 cm for a 4 cm "moved"
 threshold); those rows are dropped rather than labelled either way.
 
+Some families also say which of their "no" rows are near misses (`near_miss`): a block held
+above another is not on it, an open hand around a block does not hold it. Drawn at random,
+such rows are rare among the "no" answers (none in 1,086 sampled on_top rows), so a model
+never learns the difference a planner's sub-goal check depends on; `SAQAConfig.near_miss_share`
+asks the balancing to draw a share of the "no" rows from them.
+
 Directions live in the table frame as the robot sees it: "forward" points away from the
 robot (world +x for NicoL, whose torso sits at the table edge looking along +x), "left" is
 the robot's left (world +y). `Thresholds.frame_yaw` rotates this frame if a scene differs.
@@ -42,6 +48,7 @@ class Thresholds:
     move_angle_deg: float = 30.0            # and within this angle of the direction
     relative_margin: float = 0.03           # offset along the direction for "left of": yes
     on_top_tolerance: float = 0.01          # vertical gap between the faces for "on top"
+    near_miss_margin: float = 0.02          # how far from "yes" a "no" still counts as a near miss
     frame_yaw: float = 0.0                  # yaw (rad) of the table frame's forward axis in world
 
 
@@ -139,6 +146,26 @@ def label_on_top(s0, s1, a, b, d, th):
     return supported & over & (dz > 0.5 * (ha + hb)), _all(len(a))
 
 
+def near_on_top(s0, s1, a, b, d, th):
+    """a above b's footprint, higher than resting on it would put it, not supported: held or falling."""
+    pa, pb = _pos(s1, a), _pos(s1, b)
+    over = np.abs(pa[:, :2] - pb[:, :2]).max(axis=1) < s1.half_sizes[b] + th.near_miss_margin
+    rest_dz = s1.half_sizes[a] + s1.half_sizes[b]
+    return over & (pa[:, 2] - pb[:, 2] > rest_dz + th.on_top_tolerance)
+
+
+def near_grasped(s0, s1, a, b, d, th):
+    """The grasp point inside a's box grown by the margin (the hand around or at the block)."""
+    reach = s1.half_sizes[a] + th.near_miss_margin
+    return _contact(s1, a, s1.gripper_index) | (np.abs(s1.effector_position - _pos(s1, a)).max(axis=1) < reach)
+
+
+def near_touching(s0, s1, a, b, d, th):
+    """Surfaces less than the margin apart."""
+    gap = np.abs(_pos(s1, a) - _pos(s1, b)).max(axis=1) - (s1.half_sizes[a] + s1.half_sizes[b])
+    return gap < th.near_miss_margin
+
+
 def label_relative_position(s0, s1, a, b, d, th):
     off = _table_xy(_pos(s1, a) - _pos(s1, b), th.frame_yaw)
     along, _ = _along_perp(off, d)
@@ -161,6 +188,14 @@ class QuestionFamily:
     phrasings: tuple[str, ...]
     labeler: Labeler = field(repr=False)
     direction_words: dict[str, tuple[str, ...]] = field(default_factory=dict)  # empty: no direction
+    near_miss: Callable[..., np.ndarray] | None = field(default=None, repr=False)  # (s0, s1, a, b, d, th) -> bool
+
+    def near_misses(self, states_t: StateArrays, states_th: StateArrays, a: np.ndarray, b: np.ndarray,
+                    direction: np.ndarray, answer: np.ndarray, thresholds: Thresholds) -> np.ndarray:
+        """Which rows are "no" answers close to a "yes" (all False for a family without `near_miss`)."""
+        if self.near_miss is None:
+            return np.zeros(len(a), dtype=bool)
+        return ~answer & self.near_miss(states_t, states_th, a, b, direction, thresholds)
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -230,7 +265,7 @@ FAMILIES: tuple[QuestionFamily, ...] = (
         "Do the {ac} and {bc} blocks touch each other?",
         "Is there contact between the {a} and the {b}?",
         "Are the {ac} block and the {bc} block touching?",
-    ), label_touching),
+    ), label_touching, near_miss=near_touching),
     QuestionFamily("closer", 2, True, True, (
         "Are the {ac} and {bc} blocks closer together?",
         "Did the {a} and the {b} get closer to each other?",
@@ -266,13 +301,13 @@ FAMILIES: tuple[QuestionFamily, ...] = (
         "Is the {a} held in the gripper?",
         "Is the gripper holding the {a}?",
         "Has the robot got the {a} in its hand?",
-    ), label_grasped),
+    ), label_grasped, near_miss=near_grasped),
     QuestionFamily("on_top", 2, False, False, (
         "Is the {a} on top of the {b}?",
         "Is the {a} stacked on the {b}?",
         "Does the {a} rest on the {b}?",
         "Is the {b} underneath the {a}?",
-    ), label_on_top),
+    ), label_on_top, near_miss=near_on_top),
     QuestionFamily("relative_position", 2, False, False, (
         "Is the {a} {dir} the {b}?",
         "Is the {a} located {dir} the {b}?",
