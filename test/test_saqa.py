@@ -348,3 +348,29 @@ def test_config_yaml_and_unknown_family(tmp_path):
     assert cfg.horizons_per_start == 4 and cfg.thresholds.move_threshold == 0.05 and cfg.seed == 3
     with pytest.raises(ConfigError, match="unknown question family"):
         load_saqa_config(None, families=["nope"])
+
+
+def test_two_files_on_one_collection_share_its_frames(tmp_path):
+    """A training mix built on the same episodes reads them through the main file's cache:
+    one copy of each preloaded frame, one open file per episode."""
+    eps = tmp_path / "eps"
+    _write_synthetic(eps, n_eps=4, n=60, variant_of=lambda i: "nominal")
+    build_saqa(eps, tmp_path / "all.h5", SAQAConfig(seed=1))
+    build_saqa(eps, tmp_path / "some.h5", SAQAConfig(seed=2, families=["relative_position", "moved_any"]))
+    main = SAQADataset(tmp_path / "all.h5", split=None, preload_images=True)
+    mix = SAQADataset(tmp_path / "some.h5", split=None, preload_images=True)
+    assert mix.share_episodes(main) == 4
+    row = mix.columns
+    e, t = int(row["episode"][0]), int(row["t"][0])
+    frame = mix.image(e, t)
+    assert len(mix._cache) == 0 and len(main._cache) == 1            # loaded once, in main's cache
+    same = main.episode_files.index(mix.episode_files[e])
+    assert np.shares_memory(frame, main.image(same, t))
+    assert np.array_equal(mix.actions(e, t, 5)[0], main.actions(same, t, 5)[0])
+
+    other = tmp_path / "other"
+    _write_synthetic(other, n_eps=2, n=60, variant_of=lambda i: "nominal")
+    build_saqa(other, tmp_path / "other.h5", SAQAConfig(seed=1))
+    assert SAQADataset(tmp_path / "other.h5", split=None, preload_images=True).share_episodes(main) == 0
+    with pytest.raises(ValueError, match="camera and preload_images"):
+        SAQADataset(tmp_path / "some.h5", split=None).share_episodes(main)

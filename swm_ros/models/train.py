@@ -202,10 +202,12 @@ class TrainSource:
 
 
 def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: WorldModelTrainConfig,
-                  ds_kwargs: dict[str, Any], max_rows: int | None = None) -> TrainSource:
+                  ds_kwargs: dict[str, Any], max_rows: int | None = None, share_with=None) -> TrainSource:
     from swm_ros.saqa.dataset import SAQADataset
 
     ds = SAQADataset(path, split=splits, **ds_kwargs)
+    if share_with is not None:     # a mix built on the same episodes: their frames in memory once
+        ds.share_episodes(share_with)
     n = len(ds) if max_rows is None else min(len(ds), max_rows)
     if n == 0:
         raise ValueError(f"{path}: no training rows in splits {splits}")
@@ -413,7 +415,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     sources = [_train_source(d.path, d.train_splits, cfg.batch_size - sum(mixed_rows), model, cfg, ds_kwargs,
                              d.max_train_rows)]
     for m, rows in zip(d.mix, mixed_rows):
-        sources.append(_train_source(m.path, m.train_splits, rows, model, cfg, ds_kwargs))
+        sources.append(_train_source(m.path, m.train_splits, rows, model, cfg, ds_kwargs, share_with=sources[0].ds))
         if sources[-1].ds.image_processing() != processing:
             raise ConfigError(f"mix {m.path}: its frames were processed with {sources[-1].ds.image_processing()}, "
                               f"{d.path}'s with {processing}: mix only files collected alike")

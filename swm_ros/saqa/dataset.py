@@ -71,6 +71,7 @@ class SAQADataset:
         self.preload_images = preload_images
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._pid = os.getpid()
+        self._shared: tuple[SAQADataset, dict[int, int]] | None = None   # (other, my episode -> its)
 
     def __len__(self) -> int:
         return len(self.columns["answer"])
@@ -87,7 +88,24 @@ class SAQADataset:
         return w / w.sum()
 
     # ---- episodes ---------------------------------------------------------------------
+    def share_episodes(self, other: "SAQADataset") -> int:
+        """Read episodes that `other` also reads through `other`'s cache: two SAQA files built on
+        one collection (a training mix) then hold its preloaded frames once, not twice. Returns
+        how many of this file's episodes are shared."""
+        if (other.camera, other.preload_images) != (self.camera, self.preload_images):
+            raise ValueError("share_episodes needs the same camera and preload_images on both datasets")
+        theirs = {f.resolve(): i for i, f in enumerate(other.episode_files)}
+        mine = [f.resolve() for f in self.episode_files]
+        mapping = {e: theirs[f] for e, f in enumerate(mine) if f in theirs}
+        self._shared = (other, mapping) if mapping else None
+        return len(mapping)
+
     def _episode(self, e: int) -> dict[str, Any]:
+        if self._shared is not None:
+            other, mapping = self._shared
+            i = mapping.get(e)
+            if i is not None:
+                return other._episode(i)
         if os.getpid() != self._pid:     # forked into a loader worker: h5py handles do not survive fork
             self._cache.clear()
             self._pid = os.getpid()
