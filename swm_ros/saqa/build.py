@@ -5,8 +5,8 @@ question family a subject (blocks, direction) drawn at random per (t, h); labels
 the privileged state at t and t+h, all (t, h) pairs of an episode at once with numpy.
 Rows in an ambiguity band are dropped, then each family is balanced to 50 % yes within
 each split by subsampling the majority answer (with `near_miss_share`, that share of a
-family's "no" rows comes from its near misses, as far as there are any). Rows reference images by (episode, frame);
-the output is one columnar HDF5 file (see docs/data-format.md).
+family's "no" rows comes from its near misses, as far as there are any). Rows reference
+images by (episode, frame); the output is one columnar HDF5 file (see docs/data-format.md).
 """
 from __future__ import annotations
 
