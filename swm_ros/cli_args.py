@@ -63,6 +63,19 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--out",), dict(default="runs/closed_loop", help="results directory (resumable)")),
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
     ],
+    "cli_eval_ranking": [
+        (("--tasks",), dict(default="push,separate", help="comma list of NicoL tasks")),
+        (("--seeds",), dict(type=int, default=20, help="episodes per task")),
+        (("--first-seed",), dict(type=int, default=200_000, help="env seed of the first episode (default: not "
+                                                                 "the closed-loop benchmark's scenes)")),
+        (("--num-proposals",), dict(type=int, default=8, help="base-policy proposals per replan")),
+        (("--checkpoint",), dict(default=None, help="world-model checkpoint (default: the shipped tiny model)")),
+        (("--min-spread",), dict(type=float, default=0.05, help="count a replan only where the oracle's scores "
+                                                                "of the proposals differ by more than this")),
+        (("--threads",), dict(type=int, default=1, help="torch CPU threads")),
+        (("--out",), dict(default="runs/ranking", help="directory for ranking.json and ranking.md")),
+        (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
+    ],
     "cli_eval_world_model": [
         (("--checkpoint",), dict(default=None, help="checkpoint directory (default: the shipped model of --backend)")),
         (("--backend",), dict(default="tiny", help="backend whose shipped weights to evaluate without --checkpoint")),

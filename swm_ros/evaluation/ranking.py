@@ -1,0 +1,162 @@
+"""`swm eval ranking`: does the world model rank the base policy's proposals as the simulator would?
+
+SAQA accuracy scores a model on random (state, actions, question) rows; a planner needs
+something narrower: among the chunks proposed from *one* state, which is best for the task.
+This runs swm-grad episodes (the planner drives, as in the closed-loop benchmark) and at
+every replan scores the same proposals twice with the active stage's objective: with the world
+model, and with the `SimulatorOracle` (each chunk executed from a snapshot of the scene and
+labelled from the true state). Per task it reports, over the replans where the oracle's scores
+differ by more than `min_spread` (elsewhere any choice is as good):
+
+  top1_agrees     the model's best proposal is one of the oracle's best
+  random_top1     the same for a proposal picked at random (the bar to beat)
+  regret          oracle score of the best proposal - of the model's pick (mean)
+  best_minus_mean oracle score of the best proposal - of the average one (what ranking can win)
+  recovered       1 - regret / best_minus_mean: the share of that gain the model's ranking gets
+  spearman        rank correlation of the two score vectors (mean over replans)
+
+NicoL only (the oracle restores MuJoCo snapshots).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from swm_ros.evaluation.closed_loop import NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller, env_setup, variant_for
+
+
+@dataclass
+class RankingConfig:
+    tasks: tuple[str, ...] = ("push", "separate")
+    seeds: int = 20
+    first_seed: int = SEED_BASE + 100_000      # not the benchmark's scenes
+    num_proposals: int = 8
+    execute_steps: int = 8
+    world_model: str | None = None             # None: the shipped model
+    min_spread: float = 0.05                   # oracle best - worst below this: the replan is not counted
+    threads: int = 1
+    out: str = "runs/ranking"
+
+    def __post_init__(self) -> None:
+        if self.num_proposals < 2:
+            raise ValueError(f"ranking needs at least 2 proposals, got {self.num_proposals}")
+        if self.min_spread < 0:
+            raise ValueError(f"min_spread must be >= 0, got {self.min_spread}")
+
+
+def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarray], min_spread: float
+                    ) -> dict[str, Any]:
+    """The module docstring's figures from per-replan score vectors (same proposals, same order)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(np.asarray(m, float), np.asarray(o, float)) for m, o in zip(model_scores, oracle_scores)]
+    used = [(m, o) for m, o in pairs if o.max() - o.min() > min_spread]
+    out: dict[str, Any] = {"replans": len(pairs), "informative": len(used)}
+    if not used:
+        return out
+    best = [o.max() - 1e-9 for _, o in used]
+    regret = np.mean([o.max() - o[m.argmax()] for m, o in used])
+    gain = np.mean([o.max() - o.mean() for _, o in used])
+    rho = [spearmanr(m, o)[0] for m, o in used if np.ptp(m) > 0]
+    out.update(top1_agrees=float(np.mean([o[m.argmax()] >= b for (m, o), b in zip(used, best)])),
+               random_top1=float(np.mean([np.mean(o >= b) for (_, o), b in zip(used, best)])),
+               regret=float(regret), best_minus_mean=float(gain),
+               recovered=float(1.0 - regret / gain),      # gain > 0: the scores spread on every replan used
+               spearman=float(np.nanmean(rho)) if rho else None)
+    return out
+
+
+def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
+    import torch
+    from tqdm import tqdm
+
+    import swm_ros.evaluation.closed_loop as closed_loop
+    from swm_ros.envs import make_env
+    from swm_ros.evaluation.oracle import SimulatorOracle
+    from swm_ros.models.registry import load_world_model
+    from swm_ros.planning.objective import ModelScorer, RemoteScorer
+
+    torch.set_num_threads(cfg.threads)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    loop_cfg = ClosedLoopConfig(env=NICOL_ENV, tasks=cfg.tasks, methods=("swm-grad",), splits=("id",),
+                                seeds=cfg.seeds, first_seed=cfg.first_seed, num_proposals=cfg.num_proposals,
+                                execute_steps=cfg.execute_steps, world_model=cfg.world_model, threads=cfg.threads)
+    model = load_world_model(loop_cfg.world_model, proprio=True)
+    setup = env_setup(NICOL_ENV)
+    env = make_env(NICOL_ENV, task=cfg.tasks[0], image_size=tuple(loop_cfg.render_size), cameras=(setup.camera,),
+                   seed=cfg.first_seed)
+    controller = Controller("swm-grad", loop_cfg, model, env)
+    oracle = SimulatorOracle(env)
+    results = []
+    try:
+        for task in cfg.tasks:
+            objective = closed_loop._task_objective(task)
+            model_scores, oracle_scores = [], []
+            for e in tqdm(range(cfg.seeds), desc=f"ranking {task}", unit="ep", disable=not progress):
+                obs = env.reset(seed=cfg.first_seed + e, task=task, variant=variant_for("id", e))
+                controller.reset(env.task, cfg.first_seed + e)
+                oracle.set_task(env.task, objective)
+                steps, done = 0, env.success()
+                while steps < env.task.max_steps and not done:
+                    proposals = np.asarray(controller.policy.propose(obs, cfg.num_proposals))
+                    image = obs.images[controller.camera]
+                    report = controller.planner.plan(image, proposals, obs.proprio)     # drives the episode
+                    chunks = torch.from_numpy(proposals)
+                    frame = model.process_frames(image)[0]
+                    objective_cfg = controller.planner.config.objective
+                    with torch.no_grad():
+                        m = ModelScorer(model, frame, obs.proprio).objective(report.questions, objective_cfg).score(chunks)
+                    o = RemoteScorer(oracle, image).objective(report.questions, objective_cfg).score(chunks)
+                    model_scores.append(m.cpu().numpy())
+                    oracle_scores.append(np.asarray(o, dtype=float))
+                    for action in np.clip(report.chunk, -1.0, 1.0)[:cfg.execute_steps]:
+                        obs = env.step(action.astype(np.float32))
+                        steps += 1
+                        done = env.success()
+                        if done or steps >= env.task.max_steps:
+                            break
+            results.append({"task": task, **ranking_metrics(model_scores, oracle_scores, cfg.min_spread)})
+    finally:
+        env.close()
+    summary = {"config": asdict(cfg), "world_model": str(loop_cfg.world_model), "results": results}
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ranking.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    c = summary["config"]
+    lines = [f"# Proposal ranking: world model `{summary['world_model']}` against the simulator", "",
+             f"{c['num_proposals']} proposals per replan, seeds {c['first_seed']}..{c['first_seed'] + c['seeds'] - 1}, "
+             f"replans counted where the oracle's scores spread > {c['min_spread']}.", "",
+             "| task | replans (counted) | top-1 agrees | random top-1 | regret | best - mean | recovered | spearman |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary["results"]:
+        if "top1_agrees" not in r:
+            lines.append(f"| {r['task']} | {r['replans']} (0) | | | | | | |")
+            continue
+        lines.append(f"| {r['task']} | {r['replans']} ({r['informative']}) | {r['top1_agrees']:.3f} | "
+                     f"{r['random_top1']:.3f} | {r['regret']:.3f} | {r['best_minus_mean']:.3f} | "
+                     f"{r['recovered']:.2f} | {'-' if r['spearman'] is None else format(r['spearman'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def cli_eval_ranking(args: Any) -> int:
+    try:
+        cfg = RankingConfig(tasks=tuple(t for t in args.tasks.split(",") if t), seeds=args.seeds,
+                            first_seed=args.first_seed, num_proposals=args.num_proposals,
+                            world_model=args.checkpoint, min_spread=args.min_spread, threads=args.threads,
+                            out=args.out)
+        summary = rank_agreement(cfg, progress=not args.json)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"swm eval ranking: {e}")
+        return 2
+    (Path(cfg.out) / "ranking.md").write_text(to_markdown(summary))
+    print(json.dumps(summary) if args.json else to_markdown(summary))
+    return 0

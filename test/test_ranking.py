@@ -1,0 +1,52 @@
+"""`swm eval ranking`: the world model's ranking of proposals against the simulator oracle's."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from swm_cli import run_swm
+from swm_ros.evaluation.ranking import RankingConfig, ranking_metrics
+
+
+def test_metrics_on_hand_made_scores():
+    oracle = [np.array([0.1, 0.9, 0.5, 0.3]), np.array([0.8, 0.2, 0.2, 0.6]), np.array([0.5, 0.5, 0.5, 0.51])]
+    perfect = ranking_metrics([o * 2 + 1 for o in oracle], oracle, min_spread=0.05)
+    assert perfect["replans"] == 3 and perfect["informative"] == 2           # the flat third is not counted
+    assert perfect["top1_agrees"] == 1.0 and perfect["regret"] == pytest.approx(0.0)
+    assert perfect["recovered"] == pytest.approx(1.0) and perfect["spearman"] == pytest.approx(1.0)
+    assert perfect["random_top1"] == pytest.approx(0.25)
+    assert perfect["best_minus_mean"] == pytest.approx(np.mean([0.9 - 0.45, 0.8 - 0.45]))
+    reversed_ = ranking_metrics([-o for o in oracle], oracle, min_spread=0.05)
+    assert reversed_["top1_agrees"] == 0.0 and reversed_["spearman"] < -0.9
+    assert reversed_["regret"] == pytest.approx(np.mean([0.9 - 0.1, 0.8 - 0.2]))
+    assert reversed_["recovered"] < 0                                        # worse than a random pick
+    # ties at the top: any of the oracle's best counts as agreeing
+    tied = ranking_metrics([np.array([0.0, 1.0, 0.0])], [np.array([1.0, 1.0, 0.0])], min_spread=0.05)
+    assert tied["top1_agrees"] == 1.0 and tied["random_top1"] == pytest.approx(2 / 3)
+    assert ranking_metrics([np.ones(3)], [np.ones(3)], 0.05) == {"replans": 1, "informative": 0}
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="at least 2 proposals"):
+        RankingConfig(num_proposals=1)
+    with pytest.raises(ValueError, match="min_spread"):
+        RankingConfig(min_spread=-0.1)
+
+
+def test_cli_ranks_real_proposals_against_the_simulator(tmp_path):
+    """Shipped model and learned policy on a real scene: every replan scored both ways."""
+    r = run_swm("eval", "ranking", "--tasks", "push", "--seeds", "1", "--min-spread", "0",
+                "--out", str(tmp_path), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    (res,) = summary["results"]
+    assert res["task"] == "push" and res["replans"] >= 2 and res["informative"] <= res["replans"]
+    if res["informative"]:
+        assert 0.0 <= res["top1_agrees"] <= 1.0 and 0.0 < res["random_top1"] <= 1.0
+        assert res["regret"] >= 0.0 and res["best_minus_mean"] >= 0.0
+    assert json.loads((tmp_path / "ranking.json").read_text())["results"] == summary["results"]
+    assert "| push |" in (tmp_path / "ranking.md").read_text()
+    bad = run_swm("eval", "ranking", "--tasks", "fly", "--seeds", "1", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "unknown task" in bad.stdout
