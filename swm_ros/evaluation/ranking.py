@@ -75,11 +75,11 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    import swm_ros.evaluation.closed_loop as closed_loop
     from swm_ros.envs import make_env
     from swm_ros.evaluation.oracle import SimulatorOracle
     from swm_ros.models.registry import load_world_model
     from swm_ros.planning.objective import ModelScorer, RemoteScorer
+    from swm_ros.planning.tasks import load_task_objective
 
     torch.set_num_threads(cfg.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -95,7 +95,7 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
     results = []
     try:
         for task in cfg.tasks:
-            objective = closed_loop._task_objective(task)
+            objective = load_task_objective(task)
             model_scores, oracle_scores = [], []
             for e in tqdm(range(cfg.seeds), desc=f"ranking {task}", unit="ep", disable=not progress):
                 obs = env.reset(seed=cfg.first_seed + e, task=task, variant=variant_for("id", e))
