@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from swm_ros.evaluation.closed_loop import NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller, env_setup, variant_for
+from swm_ros.evaluation.closed_loop import NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller, env_setup, run_episode
 
 
 @dataclass
@@ -71,15 +71,49 @@ def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarr
     return out
 
 
+class _ScoringController(Controller):
+    """swm-grad exactly as the benchmark runs it, which also scores every replan's proposals
+    with the world model and with the simulator (the judge), on the stage the planner chose."""
+
+    def __init__(self, cfg: ClosedLoopConfig, model, env):
+        from swm_ros.evaluation.oracle import SimulatorOracle
+
+        super().__init__("swm-grad", cfg, model, env)
+        self.model = model
+        self.judge = SimulatorOracle(env)
+        self.model_scores: list[np.ndarray] = []
+        self.oracle_scores: list[np.ndarray] = []
+
+    def reset(self, spec, seed: int) -> None:
+        from swm_ros.planning.tasks import load_task_objective
+
+        super().reset(spec, seed)
+        self.judge.set_task(spec, load_task_objective(spec.name))
+
+    def next_chunk(self, obs) -> np.ndarray:
+        import torch
+
+        from swm_ros.planning.objective import ModelScorer, RemoteScorer
+
+        proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
+        image = obs.images[self.camera]
+        report = self.planner.plan(image, proposals, obs.proprio)        # drives the episode
+        chunks, objective = torch.from_numpy(proposals), self.planner.config.objective
+        with torch.no_grad():
+            m = ModelScorer(self.model, self.model.process_frames(image)[0], obs.proprio) \
+                .objective(report.questions, objective).score(chunks)
+        o = RemoteScorer(self.judge, image).objective(report.questions, objective).score(chunks)
+        self.model_scores.append(m.cpu().numpy())
+        self.oracle_scores.append(np.asarray(o, dtype=float))
+        return report.chunk
+
+
 def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
     from swm_ros.envs import make_env
-    from swm_ros.evaluation.oracle import SimulatorOracle
     from swm_ros.models.registry import load_world_model
-    from swm_ros.planning.objective import ModelScorer, RemoteScorer
-    from swm_ros.planning.tasks import load_task_objective
 
     torch.set_num_threads(cfg.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -87,40 +121,16 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
                                 seeds=cfg.seeds, first_seed=cfg.first_seed, num_proposals=cfg.num_proposals,
                                 execute_steps=cfg.execute_steps, world_model=cfg.world_model, threads=cfg.threads)
     model = load_world_model(loop_cfg.world_model, proprio=True)
-    setup = env_setup(NICOL_ENV)
-    env = make_env(NICOL_ENV, task=cfg.tasks[0], image_size=tuple(loop_cfg.render_size), cameras=(setup.camera,),
-                   seed=cfg.first_seed)
-    controller = Controller("swm-grad", loop_cfg, model, env)
-    oracle = SimulatorOracle(env)
+    env = make_env(NICOL_ENV, task=cfg.tasks[0], image_size=tuple(loop_cfg.render_size),
+                   cameras=(env_setup(NICOL_ENV).camera,), seed=cfg.first_seed)
     results = []
     try:
         for task in cfg.tasks:
-            objective = load_task_objective(task)
-            model_scores, oracle_scores = [], []
+            controller = _ScoringController(loop_cfg, model, env)
             for e in tqdm(range(cfg.seeds), desc=f"ranking {task}", unit="ep", disable=not progress):
-                obs = env.reset(seed=cfg.first_seed + e, task=task, variant=variant_for("id", e))
-                controller.reset(env.task, cfg.first_seed + e)
-                oracle.set_task(env.task, objective)
-                steps, done = 0, env.success()
-                while steps < env.task.max_steps and not done:
-                    proposals = np.asarray(controller.policy.propose(obs, cfg.num_proposals))
-                    image = obs.images[controller.camera]
-                    report = controller.planner.plan(image, proposals, obs.proprio)     # drives the episode
-                    chunks = torch.from_numpy(proposals)
-                    frame = model.process_frames(image)[0]
-                    objective_cfg = controller.planner.config.objective
-                    with torch.no_grad():
-                        m = ModelScorer(model, frame, obs.proprio).objective(report.questions, objective_cfg).score(chunks)
-                    o = RemoteScorer(oracle, image).objective(report.questions, objective_cfg).score(chunks)
-                    model_scores.append(m.cpu().numpy())
-                    oracle_scores.append(np.asarray(o, dtype=float))
-                    for action in np.clip(report.chunk, -1.0, 1.0)[:cfg.execute_steps]:
-                        obs = env.step(action.astype(np.float32))
-                        steps += 1
-                        done = env.success()
-                        if done or steps >= env.task.max_steps:
-                            break
-            results.append({"task": task, **ranking_metrics(model_scores, oracle_scores, cfg.min_spread)})
+                run_episode(env, controller, task, "id", e, loop_cfg)
+            results.append({"task": task, **ranking_metrics(controller.model_scores, controller.oracle_scores,
+                                                            cfg.min_spread)})
     finally:
         env.close()
     summary = {"config": asdict(cfg), "world_model": str(loop_cfg.world_model), "results": results}
