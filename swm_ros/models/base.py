@@ -94,8 +94,11 @@ class WorldModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
-                                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """features (B or 1, ...), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2)."""
+                                    action_mask: torch.Tensor | None = None,
+                                    proprio: torch.Tensor | None = None) -> torch.Tensor:
+        """features (B or 1, ...), actions (B, T, A), tokens (Q, L) or (B, Q, L) -> (B, Q, 2).
+        `proprio` (B or 1, P): the robot's state at the image, read by a model that
+        `reads_proprio` (and required by it), ignored by the others."""
 
     @abc.abstractmethod
     def config_dict(self) -> dict[str, Any]:
@@ -117,13 +120,16 @@ class WorldModel(nn.Module, abc.ABC):
         return self.tokenizer.encode(list(questions), self.max_question_len)
 
     def answer_logits(self, images: torch.Tensor | np.ndarray, actions: torch.Tensor | np.ndarray,
-                      questions: Questions, action_mask: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+                      questions: Questions, action_mask: torch.Tensor | np.ndarray | None = None,
+                      proprio: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
         """(B, Q, 2) logits for [no, yes]."""
         actions = torch.as_tensor(actions, dtype=torch.float32) if not isinstance(actions, torch.Tensor) else actions
         if action_mask is not None and not isinstance(action_mask, torch.Tensor):
             action_mask = torch.as_tensor(action_mask, dtype=torch.bool)
+        if proprio is not None and not isinstance(proprio, torch.Tensor):
+            proprio = torch.as_tensor(proprio, dtype=torch.float32)
         return self.answer_logits_from_features(self.encode_image(images), actions, self.tokenize(questions),
-                                                action_mask)
+                                                action_mask, proprio)
 
     def p_yes(self, images, actions, questions: Questions, action_mask=None) -> torch.Tensor:
         """(B, Q) probability of "yes"."""
@@ -135,7 +141,7 @@ class WorldModel(nn.Module, abc.ABC):
     @property
     def reads_proprio(self) -> bool:
         """Whether answering needs the robot's proprioception too (tiny's `proprio_dim`): callers
-        then pass `proprio` to `answer_logits_from_features`, which other models do not take."""
+        then must pass `proprio` to `answer_logits_from_features`."""
         return getattr(self, "proprio", None) is not None
 
     @property

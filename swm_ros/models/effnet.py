@@ -185,6 +185,7 @@ class EffNetWorldModel(LateFusionWorldModel):
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
-                                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+                                    action_mask: torch.Tensor | None = None,
+                                    proprio: torch.Tensor | None = None) -> torch.Tensor:
         tokens, cells = self._split_cells(features, self.config.grid ** 2)
-        return self._answer_logits(self.image_tokens(tokens), actions, question_tokens, action_mask, cells)
+        return self._answer_logits(self.image_tokens(tokens), actions, question_tokens, action_mask, cells, proprio)

@@ -259,7 +259,9 @@ class PaliGemmaWorldModel(WorldModel):
     # ---- joint ------------------------------------------------------------------------
     def answer_logits_from_features(self, features: torch.Tensor, actions: torch.Tensor,
                                     question_tokens: torch.Tensor,
-                                    action_mask: torch.Tensor | None = None) -> torch.Tensor:
+                                    action_mask: torch.Tensor | None = None,
+                                    proprio: torch.Tensor | None = None) -> torch.Tensor:
+        # `proprio` is ignored: the paper's model reads the image, the actions and the question
         c = self.config
         pg = self.paligemma
         device = features.device

@@ -222,9 +222,8 @@ def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: Worl
 
 def forward_batch(model, batch: dict[str, torch.Tensor], with_features: bool = False):
     feats = model.encode_image(batch["images"])
-    extra = {"proprio": batch["proprio"]} if "proprio" in batch else {}
     logits = model.answer_logits_from_features(feats, batch["actions"], batch["tokens"], batch["action_mask"],
-                                               **extra)[:, 0]
+                                               batch.get("proprio"))[:, 0]
     return (logits, feats) if with_features else logits
 
 

@@ -152,8 +152,7 @@ class ModelObjective(PrefixObjective):
         super().__init__(questions, config)
         self.model = model
         self.features = features
-        # a model with a proprioception input reads the robot's state at the image (1, P)
-        self.extra = {"proprio": proprio} if proprio is not None else {}
+        self.proprio = proprio          # (1, P) the robot's state at the image, for a model that reads it
         with torch.no_grad():           # the questions do not depend on the actions: embed them once
             self.tokens = model.prepare_questions(features, model.tokenize(list(questions.questions)))
 
@@ -172,7 +171,7 @@ class ModelObjective(PrefixObjective):
             for length in lengths:
                 logits = torch.cat([self.model.answer_logits_from_features(self.features,
                                                                            candidates[s:s + step, :length], self.tokens,
-                                                                           **self.extra)
+                                                                           proprio=self.proprio)
                                     for s in range(0, n, step)])                    # (N, Q, 2)
                 per_prefix.append(logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX])
             return torch.stack(per_prefix, dim=1)
@@ -182,7 +181,7 @@ class ModelObjective(PrefixObjective):
         kept = torch.tensor(lengths, device=candidates.device)
         masks = (torch.arange(h, device=candidates.device)[None, :] < kept[:, None]).repeat(n, 1)
         logits = torch.cat([self.model.answer_logits_from_features(self.features, rows[s:s + step], self.tokens,
-                                                                   masks[s:s + step], **self.extra)
+                                                                   masks[s:s + step], self.proprio)
                             for s in range(0, n * p, step)])                        # (N * P, Q, 2)
         return (logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX]).reshape(n, p, -1)
 
@@ -230,8 +229,7 @@ class ModelScorer:
         with torch.no_grad():
             self.features = model.encode_image(torch.from_numpy(np.array(image))[None])   # a copy: frames may be read-only
         self.proprio = (torch.as_tensor(np.asarray(proprio, dtype=np.float32)[None], device=self.features.device)
-                        if proprio is not None and model.reads_proprio else None)
-        self.extra = {"proprio": self.proprio} if self.proprio is not None else {}
+                        if proprio is not None else None)      # read by a model that reads_proprio, else ignored
 
     def objective(self, questions: RenderedQuestions, config: ObjectiveConfig | None = None) -> ModelObjective:
         return ModelObjective(self.model, self.features, questions, config, self.proprio)
@@ -241,7 +239,7 @@ class ModelScorer:
         with torch.no_grad():
             no_actions = torch.zeros(1, 0, self.model.action_dim, device=self.features.device)
             logits = self.model.answer_logits_from_features(self.features, no_actions,
-                                                            self.model.tokenize(list(questions)), **self.extra)
+                                                            self.model.tokenize(list(questions)), proprio=self.proprio)
         return logits.softmax(-1)[0, :, YES_INDEX].cpu().numpy()
 
 
