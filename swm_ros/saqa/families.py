@@ -83,6 +83,17 @@ def _all(n: int) -> np.ndarray:
     return np.ones(n, dtype=bool)
 
 
+def _surface_gap(s: StateArrays, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Gap between two blocks' surfaces (Chebyshev, axis-aligned boxes)."""
+    return np.abs(_pos(s, a) - _pos(s, b)).max(axis=1) - (s.half_sizes[a] + s.half_sizes[b])
+
+
+def _hand_at(s: StateArrays, a: np.ndarray, margin: float) -> np.ndarray:
+    """Gripper in contact with block a, or the grasp point inside a's box grown by `margin`."""
+    inside = np.abs(s.effector_position - _pos(s, a)).max(axis=1) < s.half_sizes[a] + margin
+    return _contact(s, a, s.gripper_index) | inside
+
+
 # ---------------------------------------------------------------------------------------
 # labels: (s0 at t, s1 at t+h, a, b, d, thresholds) -> (answer, valid)
 # ---------------------------------------------------------------------------------------
@@ -92,8 +103,7 @@ Labeler = Callable[[StateArrays, StateArrays, np.ndarray, np.ndarray, np.ndarray
 
 
 def label_touching(s0, s1, a, b, d, th):
-    gap = np.abs(_pos(s1, a) - _pos(s1, b)).max(axis=1) - (s1.half_sizes[a] + s1.half_sizes[b])
-    yes = _contact(s1, a, b) | (gap < th.touch_tolerance)
+    yes = _contact(s1, a, b) | (_surface_gap(s1, a, b) < th.touch_tolerance)
     return yes, _all(len(a))
 
 
@@ -120,8 +130,7 @@ def label_moved_any(s0, s1, a, b, d, th):
 
 
 def label_gripper_touching(s0, s1, a, b, d, th):
-    inside = np.abs(s1.effector_position - _pos(s1, a)).max(axis=1) < s1.half_sizes[a] + th.gripper_touch_tolerance
-    return _contact(s1, a, s1.gripper_index) | inside, _all(len(a))
+    return _hand_at(s1, a, th.gripper_touch_tolerance), _all(len(a))
 
 
 def label_gripper_closer(s0, s1, a, b, d, th):
@@ -155,15 +164,13 @@ def near_on_top(s0, s1, a, b, d, th):
 
 
 def near_grasped(s0, s1, a, b, d, th):
-    """The grasp point inside a's box grown by the margin (the hand around or at the block)."""
-    reach = s1.half_sizes[a] + th.near_miss_margin
-    return _contact(s1, a, s1.gripper_index) | (np.abs(s1.effector_position - _pos(s1, a)).max(axis=1) < reach)
+    """The hand at or around the block (contact, or grasp point within the margin)."""
+    return _hand_at(s1, a, th.near_miss_margin)
 
 
 def near_touching(s0, s1, a, b, d, th):
     """Surfaces less than the margin apart."""
-    gap = np.abs(_pos(s1, a) - _pos(s1, b)).max(axis=1) - (s1.half_sizes[a] + s1.half_sizes[b])
-    return gap < th.near_miss_margin
+    return _surface_gap(s1, a, b) < th.near_miss_margin
 
 
 def label_relative_position(s0, s1, a, b, d, th):
