@@ -46,7 +46,7 @@ class HandModel(WorldModel):
     def config_dict(self):
         return {}
 
-    def answer_logits_from_features(self, features, actions, question_tokens, action_mask=None):
+    def answer_logits_from_features(self, features, actions, question_tokens, action_mask=None, proprio=None):
         self.calls.append(int(actions.shape[0]))
         texts = [self.tokenizer.decode(row) for row in question_tokens]
         if action_mask is None:

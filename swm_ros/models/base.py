@@ -11,6 +11,10 @@ Every backend is a `WorldModel` (an `nn.Module`). The one call planners and eval
   marks the real steps of a padded batch (True = real);
 - questions: a list of Q question strings asked of every row, or pre-tokenised ids from
   `model.tokenize(...)` of shape (Q, L) (shared) or (B, Q, L) (one set per row).
+- proprio (optional): (B or 1, P) the robot's state at the image; a model that
+  `reads_proprio` (tiny with `proprio_dim`) needs it, every other backend ignores it. A
+  backend implements `answer_logits_from_features(features, actions, tokens, action_mask=None,
+  proprio=None)`.
 
 The logits are differentiable with respect to `actions`. To score many candidate chunks for
 one image cheaply, encode the image once and reuse the features:
