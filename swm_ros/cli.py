@@ -14,6 +14,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("up",): ("swm_ros.graph", "cli_up", "bring a node graph up (the pip-venv twin of `ros2 launch`)"),
     ("demo",): ("swm_ros.demo", "cli_demo", "run the simulated demo and write a report to runs/demo"),
     ("collect",): ("swm_ros.data.collect", "cli_collect", "collect seeded episodes from base policies"),
+    ("collect-branches",): ("swm_ros.data.branches", "cli_collect_branches",
+                            "counterfactual episodes: every candidate chunk from the planner's states"),
     ("saqa",): ("swm_ros.saqa.build", "cli_saqa", "build SAQA question rows from collected episodes"),
     ("bench", "env"): ("swm_ros.benchmarks.env_bench", "cli_bench_env", "rendering and physics throughput"),
     ("bench", "planner"): ("swm_ros.planning.bench", "cli_bench_planner", "planning time per chunk, per method"),

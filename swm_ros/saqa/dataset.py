@@ -117,12 +117,16 @@ class SAQADataset:
         cam = self.camera or reader.cameras[0]
         ep = {"reader": reader, "camera": cam, "actions": reader.actions}
         if self.preload_images:
-            ep["images"] = reader.images(cam)
+            # everything a row reads, then the file is closed: a preloaded training set (and
+            # its mix) can span more episodes than the process may hold open files
+            ep.update(images=reader.images(cam), proprio=np.asarray(reader.proprio, dtype=np.float32), reader=None)
+            reader.close()
         self._cache[e] = ep
         limit = self.cache_episodes if not self.preload_images else max(self.cache_episodes, 1 << 30)
         while len(self._cache) > limit:
             _, old = self._cache.popitem(last=False)
-            old["reader"].close()
+            if old["reader"] is not None:
+                old["reader"].close()
         return ep
 
     def image_processing(self) -> dict[str, Any] | None:
@@ -146,7 +150,11 @@ class SAQADataset:
         """The episode's privileged states (`StateArrays`), loaded once per cached episode."""
         ep = self._episode(episode)
         if "states" not in ep:
-            ep["states"] = ep["reader"].states
+            if ep["reader"] is None:
+                with EpisodeReader(self.episode_files[episode]) as reader:
+                    ep["states"] = reader.states
+            else:
+                ep["states"] = ep["reader"].states
         return ep["states"]
 
     def proprio(self, episode: int, t: int) -> np.ndarray:
@@ -204,7 +212,8 @@ class SAQADataset:
 
     def close(self) -> None:
         for ep in self._cache.values():
-            ep["reader"].close()
+            if ep["reader"] is not None:
+                ep["reader"].close()
         self._cache.clear()
 
     def __del__(self) -> None:
