@@ -19,10 +19,13 @@ from swm_ros.resources import config_path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
+PROPOSALS, BRANCH_STEPS = 8, 16
+
+
 def _cfg(out, **kw) -> BranchConfig:
-    # 16 steps, 8 per replan: two replans, each branched into the planner's chunk + 3 proposals
-    base = dict(out=str(out), episodes=1, tasks=("push",), num_proposals=3, execute_steps=8, branch_steps=8,
-                max_steps=16, image_size=(32, 32), seed=2)
+    # 16 steps, 8 per replan: two replans, each branched into the planner's chunk + 8 proposals
+    base = dict(out=str(out), episodes=1, tasks=("push",), num_proposals=PROPOSALS, execute_steps=8,
+                branch_steps=BRANCH_STEPS, max_steps=16, image_size=(32, 32), seed=2)
     base.update(kw)
     return BranchConfig(**base)
 
@@ -46,18 +49,18 @@ def _read(out):
 
 def test_every_candidate_starts_from_the_same_state(branches):
     out, summary = branches
-    assert summary["collected"] == 1 and summary["branches"] == 8
+    assert summary["collected"] == 1 and summary["branches"] == 2 * (1 + PROPOSALS)
     manifest, eps = _read(out)
     by_replan = defaultdict(list)
     for eid, ep in sorted(eps.items()):
         by_replan[ep["entry"]["replan"]].append(ep)
     assert sorted(by_replan) == [0, 1]
     for replan, sibs in by_replan.items():
-        assert [s["meta"].policy for s in sibs] == ["planner", "proposal", "proposal", "proposal"]
+        assert [s["meta"].policy for s in sibs] == ["planner"] + ["proposal"] * PROPOSALS
         assert {s["entry"]["split"] for s in sibs} == {summary_split(summary)}
         first = sibs[0]
         for s in sibs:
-            assert s["n"] == 9 and s["actions"].shape == (8, 5)
+            assert s["n"] == BRANCH_STEPS + 1 and s["actions"].shape == (BRANCH_STEPS, 5)
             assert np.all(np.abs(s["actions"]) <= 1.0)
             # the scene was restored between siblings: same frame, same state at t = 0
             np.testing.assert_array_equal(s["image0"], first["image0"])
@@ -92,21 +95,21 @@ def test_saqa_rows_start_at_the_shared_frame(branches, tmp_path):
     assert report.rows > 0
     ds = SAQADataset(tmp_path / "saqa.h5", split=None, preload_images=True)
     assert set(ds.columns["t"]) == {0}
-    assert 0 < ds.columns["h"].max() <= 8
+    assert 0 < ds.columns["h"].max() <= BRANCH_STEPS
     row = ds[0]
     assert row["image"].shape == (32, 32, 3)
     # preloaded episodes keep no file open, and their states are still read on demand
     e = int(ds.columns["episode"][0])
     assert ds._episode(e)["reader"] is None
-    assert ds.states(e).object_position.shape[0] == 9
+    assert ds.states(e).object_position.shape[0] == BRANCH_STEPS + 1
 
 
 def test_resume_skips_and_other_settings_are_refused(branches):
     out, _ = branches
     again = collect_branches(_cfg(out), progress=False)
-    assert again["collected"] == 0 and again["skipped"] == 1 and again["branches"] == 8
+    assert again["collected"] == 0 and again["skipped"] == 1 and again["branches"] == 2 * (1 + PROPOSALS)
     with pytest.raises(CollectError, match="num_proposals"):
-        collect_branches(_cfg(out, num_proposals=4), progress=False)
+        collect_branches(_cfg(out, num_proposals=3), progress=False)
 
 
 def test_config_is_checked():
@@ -125,3 +128,35 @@ def test_cli(tmp_path, capsys):
     assert main([*args[:-2], "--image-size", "32"]) == 2
     assert "other settings" in capsys.readouterr().out
     assert main(["collect-branches", "--out", str(tmp_path / "d"), "--method", "base"]) == 2
+
+
+def test_contrastive_rows_are_the_questions_siblings_answer_differently(branches, tmp_path):
+    out, _ = branches
+    cfg = load_saqa_config(config_path("saqa", "branches_contrastive.yaml"), balance=False)
+    report = build_saqa(out, tmp_path / "c.h5", cfg)
+    assert 0 < report.rows < report.candidates
+    ds = SAQADataset(tmp_path / "c.h5", split=None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    group = {i: f"{e['source']}/{e['replan']}" for i, e in enumerate(sorted(manifest["episodes"],
+                                                                              key=lambda e: e["episode_id"]))}
+    rows = defaultdict(lambda: defaultdict(list))   # group -> episode -> [(t, h, question, answer)]
+    for r in range(len(ds)):
+        c = {k: int(v[r]) for k, v in ds.columns.items()}
+        rows[group[c["episode"]]][c["episode"]].append((c["t"], c["h"], c["question"], c["answer"]))
+    assert rows
+    for g, per_episode in rows.items():
+        sibs = list(per_episode.values())
+        assert len(sibs) == 1 + PROPOSALS           # every sibling is asked the same questions ...
+        assert all([q[:3] for q in s] == [q[:3] for q in sibs[0]] for s in sibs)
+        for answers in zip(*[[q[3] for q in s] for s in sibs]):
+            assert 0 < sum(answers) < len(answers)  # ... and only those they answer differently
+
+
+def test_contrastive_rows_need_a_branch_collection(tmp_path):
+    from swm_ros.data.collect import CollectConfig, collect
+
+    collect(CollectConfig(out=str(tmp_path / "c"), episodes=1, tasks=("reach",), max_steps=4, image_size=(16, 16)),
+            progress=False)
+    cfg = load_saqa_config(config_path("saqa", "branches_contrastive.yaml"))
+    with pytest.raises(ValueError, match="branch collection"):
+        build_saqa(tmp_path / "c", tmp_path / "s.h5", cfg)

@@ -7,6 +7,10 @@ Rows in an ambiguity band are dropped, then each family is balanced to 50 % yes 
 each split by subsampling the majority answer (with `near_miss_share`, that share of a
 family's "no" rows comes from its near misses, as far as there are any). Rows reference
 images by (episode, frame); the output is one columnar HDF5 file (see docs/data-format.md).
+
+With `contrastive`, on a branch collection (`swm collect-branches`), the questions are drawn
+once per group of sibling branches (the candidates executed from one state) and asked of every
+sibling; only those whose answer differs between the siblings are kept.
 """
 from __future__ import annotations
 
@@ -48,6 +52,10 @@ class SAQAConfig:
     subject_kinds: list[str] = field(default_factory=lambda: ["block"])
     balance: bool = True
     near_miss_share: dict[str, float] = field(default_factory=dict)   # family -> share of its "no" rows
+    # Branch collections (swm collect-branches) only: draw the questions once per group of
+    # siblings (branches of one state) and ask them of every sibling, keeping only those whose
+    # answer differs between siblings: the questions a planner's choice among them turns on.
+    contrastive: bool = False
     seed: int = 0
     thresholds: Thresholds = field(default_factory=Thresholds)
 
@@ -121,7 +129,16 @@ class QuestionTable:
 def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator, table: QuestionTable
                  ) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
     """Candidate rows of one episode (before balancing), which of them are near misses, and how
-    many were drawn."""
+    many were drawn. Rows inside a family's ambiguity band are left out."""
+    cols, valid, near, drawn = episode_candidates(states, cfg, rng, table)
+    return {k: v[valid] for k, v in cols.items()}, near[valid], drawn
+
+
+def episode_candidates(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator, table: QuestionTable
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, int]:
+    """Every drawn row of one episode, which are valid (outside the ambiguity band), which are
+    near misses, and how many were drawn. The draws depend only on the rng, the episode's
+    length and its objects, so episodes alike in those get the same questions from equal rngs."""
     n = len(states)
     t_start = start_frames(n, cfg.start_stride, cfg.min_steps_left)
     hs = sample_horizons(rng, n - 1 - t_start, cfg.horizons_per_start, cfg.max_horizon,
@@ -135,6 +152,7 @@ def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator,
     color_ids = np.array([table.color_id(c) for c in states.object_colors] + [-1], dtype=np.int64)
     out: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
     near: list[np.ndarray] = []
+    valid: list[np.ndarray] = []
     drawn = 0
     for name in cfg.families:
         fam = get_family(name)
@@ -154,27 +172,55 @@ def episode_rows(states: StateArrays, cfg: SAQAConfig, rng: np.random.Generator,
         a, b = cands[pick, 0], cands[pick, 1]
         nd = len(fam.directions)
         d = rng.integers(nd, size=len(a)) if nd else np.full(len(a), NO_DIRECTION)
-        answer, valid = fam.label(s0, s1, a, b, d, cfg.thresholds)
+        answer, ok = fam.label(s0, s1, a, b, d, cfg.thresholds)
         drawn += len(a)
         phr = rng.integers(len(fam.phrasings), size=len(a))
         qids = table.ids(name, phrases, cands)[pick, np.maximum(d, 0), phr]
-        keep = valid
-        near.append(fam.near_misses(s0, s1, a, b, d, answer, cfg.thresholds)[keep])
-        out["episode"].append(np.zeros(keep.sum()))   # filled by the caller
-        out["t"].append(t0[rows][keep])
-        out["h"].append(h[rows][keep])
-        out["family"].append(np.full(keep.sum(), fam.family_id))
-        out["subject_a"].append(a[keep])
-        out["subject_b"].append(b[keep])
-        out["direction"].append(d[keep])
-        out["color_a"].append(color_ids[a[keep]])
-        out["color_b"].append(color_ids[b[keep]])
-        out["phrasing"].append(phr[keep])
-        out["question"].append(qids[keep])
-        out["answer"].append(answer[keep])
-        out["split"].append(np.zeros(keep.sum()))     # filled by the caller
+        valid.append(ok)
+        near.append(fam.near_misses(s0, s1, a, b, d, answer, cfg.thresholds))
+        out["episode"].append(np.zeros(len(a)))   # filled by the caller
+        out["t"].append(t0[rows])
+        out["h"].append(h[rows])
+        out["family"].append(np.full(len(a), fam.family_id))
+        out["subject_a"].append(a)
+        out["subject_b"].append(b)
+        out["direction"].append(d)
+        out["color_a"].append(color_ids[a])
+        out["color_b"].append(color_ids[b])
+        out["phrasing"].append(phr)
+        out["question"].append(qids)
+        out["answer"].append(answer)
+        out["split"].append(np.zeros(len(a)))     # filled by the caller
     cols = {k: (np.concatenate(v) if v else np.zeros(0)).astype(COLUMNS[k]) for k, v in out.items()}
-    return cols, (np.concatenate(near) if near else np.zeros(0, dtype=bool)), drawn
+    flat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+    return cols, flat(valid), flat(near), drawn
+
+
+_DRAW_COLUMNS = ("t", "h", "family", "subject_a", "subject_b", "direction", "phrasing", "question")
+
+
+def _sibling_rows(key: str, siblings: Sequence[dict[str, Any]], cfg: SAQAConfig, rng: np.random.Generator,
+                  table: QuestionTable) -> tuple[list[dict[str, np.ndarray]], list[np.ndarray], list[int], int]:
+    """Per sibling, the rows of the questions drawn once for the group whose answers differ
+    between siblings (valid for all of them), their near-miss flags and its frame count; and
+    the rows drawn in all."""
+    state = rng.bit_generator.state
+    drawn, n = [], []
+    for e in siblings:
+        with EpisodeReader(e["file"]) as ep:
+            states = ep.states
+        n.append(len(states))
+        rng.bit_generator.state = state                # the same draws for every sibling
+        drawn.append(episode_candidates(states, cfg, rng, table))
+    first = drawn[0][0]
+    for cols, *_ in drawn[1:]:
+        if any(not np.array_equal(cols[k], first[k]) for k in _DRAW_COLUMNS):
+            raise ValueError(f"branches of {key} drew different questions: siblings must have the same "
+                             "length and objects")
+    answers = np.stack([d[0]["answer"] for d in drawn])
+    keep = np.all(np.stack([d[1] for d in drawn]), axis=0) & (answers.min(0) != answers.max(0))
+    return ([{k: v[keep] for k, v in d[0].items()} for d in drawn], [d[2][keep] for d in drawn], n,
+            sum(d[3] for d in drawn))
 
 
 def balance_rows(cols: dict[str, np.ndarray], rng: np.random.Generator, near_miss: np.ndarray | None = None,
@@ -210,6 +256,8 @@ def list_episodes(directory: str | Path) -> list[dict[str, Any]]:
             path = directory / e["file"]
             if path.is_file():
                 out.append({"episode_id": e["episode_id"], "file": path, "split": e["split"]})
+                if "source" in e:       # a branch: its siblings share (source, replan)
+                    out[-1]["group"] = f"{e['source']}/{e['replan']}"
         return out
     for path in sorted(directory.rglob("*.h5")):
         with EpisodeReader(path) as ep:
@@ -237,24 +285,42 @@ def build_saqa(episodes: str | Path | Sequence[dict[str, Any]], out: str | Path,
         eps = eps[:first_episodes]
     rng = np.random.default_rng(cfg.seed)
     table = QuestionTable()
-    parts: list[dict[str, np.ndarray]] = []
-    near: list[np.ndarray] = []
-    num_frames = []
-    drawn = 0
-    it = eps
+    bar = None
     if progress:
         from tqdm import tqdm
-        it = tqdm(eps, desc="saqa", unit="ep")
-    for i, e in enumerate(it):
-        with EpisodeReader(e["file"]) as ep:
-            states = ep.states
-        num_frames.append(len(states))
-        cols, near_ep, n = episode_rows(states, cfg, rng, table)
-        near.append(near_ep)
-        drawn += n
-        cols["episode"][:] = i
-        cols["split"][:] = SPLITS.index(e["split"])
-        parts.append(cols)
+        bar = tqdm(total=len(eps), desc="saqa", unit="ep")
+    if cfg.contrastive:
+        if any("group" not in e for e in eps):
+            raise ValueError(f"contrastive rows need a branch collection (swm collect-branches): {episodes} "
+                             "has episodes without a source and replan")
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(eps):
+            groups.setdefault(e["group"], []).append(i)
+    else:
+        groups = {str(i): [i] for i in range(len(eps))}
+    parts: list[dict[str, np.ndarray]] = []
+    near: list[np.ndarray] = []
+    num_frames = [0] * len(eps)
+    drawn = 0
+    for key, members in groups.items():
+        if cfg.contrastive:
+            got = _sibling_rows(key, [eps[i] for i in members], cfg, rng, table)
+        else:
+            with EpisodeReader(eps[members[0]]["file"]) as ep:
+                states = ep.states
+            cols, near_ep, n = episode_rows(states, cfg, rng, table)
+            got = [cols], [near_ep], [len(states)], n
+        drawn += got[3]
+        for i, cols, near_ep, frames in zip(members, *got[:3]):
+            num_frames[i] = frames
+            cols["episode"][:] = i
+            cols["split"][:] = SPLITS.index(eps[i]["split"])
+            parts.append(cols)
+            near.append(near_ep)
+        if bar is not None:
+            bar.update(len(members))
+    if bar is not None:
+        bar.close()
     cols = {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS}
     if cfg.balance:
         keep = balance_rows(cols, rng, np.concatenate(near),
