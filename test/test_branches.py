@@ -101,6 +101,11 @@ def test_saqa_rows_start_at_the_shared_frame(branches, tmp_path):
     # preloaded episodes keep no file open, and their states are still read on demand
     e = int(ds.columns["episode"][0])
     assert ds._episode(e)["reader"] is None
+    # only the frame rows start at is held; another one (for a dataset sharing these
+    # episodes) is read from the file when asked for
+    assert list(ds._episode(e)["images"]) == [0]
+    with EpisodeReader(ds.episode_files[e]) as ep:
+        np.testing.assert_array_equal(ds.image(e, 5), ep.image("overhead", 5))
     assert ds.states(e).object_position.shape[0] == BRANCH_STEPS + 1
 
 
@@ -127,6 +132,9 @@ def test_cli(tmp_path, capsys):
     assert "1 source episodes run" in printed and "3 branches" in printed
     assert main([*args[:-2], "--image-size", "32"]) == 2
     assert "other settings" in capsys.readouterr().out
+    more = [a if a != "1" else "2" for a in args]           # --episodes 2: the collection grows
+    assert main(more) == 0
+    assert "1 source episodes run, 1 already on disk" in capsys.readouterr().out
     assert main(["collect-branches", "--out", str(tmp_path / "d"), "--method", "base"]) == 2
 
 

@@ -198,6 +198,23 @@ def test_mixed_source_fills_its_share_of_every_batch(saqa_file, tmp_path):
             load_config(WorldModelTrainConfig, bad)
 
 
+def test_a_mixed_source_can_draw_its_rows_uniformly(saqa_file):
+    """`balanced: false` on a mix entry: its rows drawn alike, not its (family, answer) strata."""
+    from swm_ros.config import load_config
+    from swm_ros.models.registry import build_world_model
+    from swm_ros.models.train import WorldModelTrainConfig, _train_source
+
+    raw = _train_config(saqa_file, aux_loss_weight=0.0)
+    raw["data"]["mix"] = [{"path": str(saqa_file), "fraction": 0.25, "balanced": False}]
+    cfg = load_config(WorldModelTrainConfig, raw)
+    assert cfg.data.mix[0].balanced is False
+    model = build_world_model("tiny", {})
+    strata = _train_source(str(saqa_file), ["train"], 8, model, cfg, {})
+    rows = _train_source(str(saqa_file), ["train"], 8, model, cfg, {}, balanced=cfg.data.mix[0].balanced)
+    np.testing.assert_allclose(rows.weights, 1.0 / len(rows.weights))
+    assert not np.allclose(strata.weights, rows.weights)
+
+
 def test_proprio_model_trains_with_the_data_statistics_and_evaluates(saqa_file, tmp_path):
     """`proprio_dim`: each row's /proprio at its frame reaches the model, standardised with the
     training rows' statistics, which the checkpoint keeps; evaluation feeds it too."""

@@ -172,9 +172,10 @@ def collect_branches(cfg: BranchConfig, progress: bool = True) -> dict[str, Any]
         stale.unlink(missing_ok=True)
     manifest = read_manifest(out)
     settings = json.loads(json.dumps(cfg.manifest_config()))      # as the manifest holds them (lists, not tuples)
-    if manifest is not None and manifest["config"] != settings:
-        # the same --out with other settings would mix two collections' branches
-        other = {k for k in {*manifest["config"], *settings} if manifest["config"].get(k) != settings.get(k)}
+    # the same --out with other settings would mix two collections' branches (more episodes extend it)
+    other = {k for k in {*settings, *(manifest or {}).get("config", {})}
+             if k != "episodes" and manifest is not None and manifest["config"].get(k) != settings.get(k)}
+    if other:
         raise CollectError(f"{out} holds branches collected with other settings ({sorted(other)}); "
                            "use a new --out")
     listed = manifest["episodes"] if manifest else []

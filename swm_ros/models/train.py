@@ -48,6 +48,9 @@ class MixedSource:
     path: str
     fraction: float                              # share of each training batch, in (0, 1)
     train_splits: list[str] = field(default_factory=lambda: ["train"])
+    # None: as data.balanced. False draws its rows uniformly: for a file whose families are far
+    # apart in size by design (contrastive rows), equal strata would replay its rarest few rows
+    balanced: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction < 1.0:
@@ -202,7 +205,8 @@ class TrainSource:
 
 
 def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: WorldModelTrainConfig,
-                  ds_kwargs: dict[str, Any], max_rows: int | None = None, share_with=None) -> TrainSource:
+                  ds_kwargs: dict[str, Any], max_rows: int | None = None, share_with=None,
+                  balanced: bool | None = None) -> TrainSource:
     from swm_ros.saqa.dataset import SAQADataset
 
     ds = SAQADataset(path, split=splits, **ds_kwargs)
@@ -211,7 +215,7 @@ def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: Worl
     n = len(ds) if max_rows is None else min(len(ds), max_rows)
     if n == 0:
         raise ValueError(f"{path}: no training rows in splits {splits}")
-    weights = ds.sample_weights()[:n] if cfg.data.balanced else np.ones(n)
+    weights = ds.sample_weights()[:n] if (cfg.data.balanced if balanced is None else balanced) else np.ones(n)
     targets = None
     if cfg.aux_loss_weight > 0:
         entities = [w for w in getattr(model.config, "grounding_entities", []) if w in model.tokenizer.ids]
@@ -414,7 +418,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     sources = [_train_source(d.path, d.train_splits, cfg.batch_size - sum(mixed_rows), model, cfg, ds_kwargs,
                              d.max_train_rows)]
     for m, rows in zip(d.mix, mixed_rows):
-        sources.append(_train_source(m.path, m.train_splits, rows, model, cfg, ds_kwargs, share_with=sources[0].ds))
+        sources.append(_train_source(m.path, m.train_splits, rows, model, cfg, ds_kwargs, share_with=sources[0].ds,
+                                     balanced=m.balanced))
         if sources[-1].ds.image_processing() != processing:
             raise ConfigError(f"mix {m.path}: its frames were processed with {sources[-1].ds.image_processing()}, "
                               f"{d.path}'s with {processing}: mix only files collected alike")

@@ -23,6 +23,20 @@ from swm_ros.data.manifest import SPLITS
 from swm_ros.saqa.build import COLUMNS, SAQA_FORMAT, SAQA_VERSION
 
 
+class _SomeFrames(dict):
+    """Preloaded frames of an episode by index; a frame not preloaded (asked for by a dataset
+    sharing this one's episodes) is read from the file once."""
+
+    def __init__(self, file: Path, camera: str, frames: dict[int, np.ndarray]):
+        super().__init__(frames)
+        self.file, self.camera = file, camera
+
+    def __missing__(self, t: int) -> np.ndarray:
+        with EpisodeReader(self.file) as reader:
+            frame = self[int(t)] = reader.image(self.camera, int(t))
+        return frame
+
+
 class SAQADataset:
     """SAQA rows of one or more splits (None: all) and optionally some families only."""
 
@@ -119,7 +133,13 @@ class SAQADataset:
         if self.preload_images:
             # everything a row reads, then the file is closed: a preloaded training set (and
             # its mix) can span more episodes than the process may hold open files
-            ep.update(images=reader.images(cam), proprio=np.asarray(reader.proprio, dtype=np.float32), reader=None)
+            starts = self._row_frames().get(e, ())
+            if 4 * len(starts) <= reader.num_frames:
+                # rows start at few of its frames (branches: frame 0 only): keep just those
+                images = _SomeFrames(self.episode_files[e], cam, {int(t): reader.image(cam, int(t)) for t in starts})
+            else:
+                images = reader.images(cam)
+            ep.update(images=images, proprio=np.asarray(reader.proprio, dtype=np.float32), reader=None)
             reader.close()
         self._cache[e] = ep
         limit = self.cache_episodes if not self.preload_images else max(self.cache_episodes, 1 << 30)
@@ -128,6 +148,16 @@ class SAQADataset:
             if old["reader"] is not None:
                 old["reader"].close()
         return ep
+
+    def _row_frames(self) -> dict[int, np.ndarray]:
+        """Episode -> the frames its rows start at (computed once)."""
+        if not hasattr(self, "_frames_by_episode"):
+            e, t = self.columns["episode"].astype(np.int64), self.columns["t"].astype(np.int64)
+            key = np.unique(e << 32 | t)
+            eps, first = np.unique(key >> 32, return_index=True)
+            frames = np.split(key & 0xFFFFFFFF, first[1:])
+            self._frames_by_episode = dict(zip(eps.tolist(), frames))
+        return self._frames_by_episode
 
     def image_processing(self) -> dict[str, Any] | None:
         """The processor config the frames were stored with (checked on a sample of episodes)."""
