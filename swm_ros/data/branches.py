@@ -22,18 +22,18 @@ whose branches are all listed in the manifest.
 """
 from __future__ import annotations
 
+import itertools
 import json
-import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from swm_ros.data.collect import (EPISODE_DIR, CollectConfig, CollectError, EpisodePlan, _WORKER, _csv, _env,
-                                  _frame, _processed, parse_size, plan_episodes)
+                                  _frame, _processed, parse_size, plan_episodes, run_jobs)
 from swm_ros.data.episodes import EpisodeMeta, EpisodeRecorder
 from swm_ros.data.manifest import DEFAULT_FRACTIONS, read_manifest, write_manifest
 
@@ -79,18 +79,20 @@ class BranchConfig:
 
 
 def _controller(cfg: BranchConfig, env: Any):
-    """The closed-loop controller of `cfg.method`, one per worker, remembering each replan's candidates."""
+    """The closed-loop controller of `cfg.method`, one per worker; `on_replan(obs, candidates,
+    stage)` runs after each plan, before any of the chosen chunk is executed."""
     from swm_ros.evaluation.closed_loop import NICOL_ENV, ClosedLoopConfig, Controller
 
     class BranchingController(Controller):
+        on_replan: Callable[[Any, np.ndarray, str], None] = staticmethod(lambda obs, candidates, stage: None)
+
         def next_chunk(self, obs) -> np.ndarray:
             proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
             report = self.planner.plan(obs.images[self.camera], proposals, obs.proprio)
-            self.candidates = np.concatenate([report.chunk[None], proposals]).astype(np.float32)
-            self.stage = report.stage
+            self.on_replan(obs, np.concatenate([report.chunk[None], proposals]).astype(np.float32), report.stage)
             return report.chunk
 
-    key = ("controller", cfg.method, cfg.world_model, cfg.num_proposals, cfg.execute_steps)
+    key = (cfg.method, cfg.world_model, cfg.num_proposals, cfg.execute_steps)
     if _WORKER.get("controller_key") != key:
         import torch
 
@@ -121,42 +123,41 @@ def _record_branch(cfg: BranchConfig, env: Any, obs: Any, chunk: np.ndarray, met
 
 def run_source_episode(cfg: BranchConfig, plan: EpisodePlan) -> list[dict[str, Any]]:
     """Drive one source episode with the planner, branching at its replans; the branches' manifest entries."""
+    from swm_ros.evaluation.closed_loop import drive
+
     env = _env(cfg.collect_config(), plan)
     controller = _controller(cfg, env)
     obs = env.reset(seed=plan.seed, task=plan.task, variant=plan.variant)
     spec = env.task
-    controller.reset(spec, plan.seed)
     entries: list[dict[str, Any]] = []
-    budget = cfg.max_steps if cfg.max_steps is not None else spec.max_steps
-    steps, replan, success = 0, 0, env.success()
-    while steps < budget and not success:
-        chunk = np.clip(controller.next_chunk(obs), -1.0, 1.0)
-        if replan % cfg.branch_every == 0:
-            snap = env.snapshot()
-            for b, candidate in enumerate(controller.candidates):
-                eid = f"{plan.episode_id}_{replan:03d}_{b}"
-                policy = PLANNER_CANDIDATE if b == 0 else "proposal"
-                meta = EpisodeMeta(episode_id=eid, robot="nicol", task=spec.name, task_objects=tuple(spec.objects),
-                                   instruction=spec.instruction, variant=spec.variant, seed=plan.seed, policy=policy,
-                                   control_dt=float(env.control_dt), max_steps=cfg.branch_steps,
-                                   extra={"index": plan.index, "split": plan.split, "source": plan.episode_id,
-                                          "replan": replan, "step": steps, "candidate": b, "stage": controller.stage})
-                file = f"{EPISODE_DIR}/{eid}.h5"
-                try:
-                    n = _record_branch(cfg, env, obs, candidate, meta, Path(cfg.out) / file)
-                finally:
-                    env.restore(snap)
-                entries.append({"episode_id": eid, "index": plan.index, "file": file, "task": spec.name,
-                                "variant": spec.variant, "policy": policy, "seed": plan.seed, "split": plan.split,
-                                "success": bool(meta.success), "num_frames": n, "source": plan.episode_id,
-                                "replan": replan})
-        for action in chunk[:cfg.execute_steps]:
-            obs = env.step(action.astype(np.float32))
-            steps += 1
-            success = env.success()
-            if success or steps >= budget:
-                break
-        replan += 1
+    replans = itertools.count()
+
+    def branch(obs: Any, candidates: np.ndarray, stage: str) -> None:
+        replan = next(replans)
+        if replan % cfg.branch_every:
+            return
+        snap = env.snapshot()
+        for b, candidate in enumerate(candidates):
+            eid = f"{plan.episode_id}_{replan:03d}_{b}"
+            policy = PLANNER_CANDIDATE if b == 0 else "proposal"
+            meta = EpisodeMeta(episode_id=eid, robot="nicol", task=spec.name, task_objects=tuple(spec.objects),
+                               instruction=spec.instruction, variant=spec.variant, seed=plan.seed, policy=policy,
+                               control_dt=float(env.control_dt), max_steps=cfg.branch_steps,
+                               extra={"index": plan.index, "split": plan.split, "source": plan.episode_id,
+                                      "replan": replan, "step": int(snap.step), "candidate": b, "stage": stage})
+            file = f"{EPISODE_DIR}/{eid}.h5"
+            try:
+                n = _record_branch(cfg, env, obs, candidate, meta, Path(cfg.out) / file)
+            finally:
+                env.restore(snap)
+            entries.append({"episode_id": eid, "index": plan.index, "file": file, "task": spec.name,
+                            "variant": spec.variant, "policy": policy, "seed": plan.seed, "split": plan.split,
+                            "success": bool(meta.success), "num_frames": n, "source": plan.episode_id,
+                            "replan": replan})
+
+    controller.on_replan = branch
+    controller.reset(spec, plan.seed)
+    drive(env, controller, obs, cfg.max_steps if cfg.max_steps is not None else spec.max_steps, cfg.execute_steps)
     return entries
 
 
@@ -189,16 +190,9 @@ def collect_branches(cfg: BranchConfig, progress: bool = True) -> dict[str, Any]
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(pending), desc="branches", unit="ep")
-    jobs = [(cfg, p) for p in pending]
-    pool = None
-    if cfg.workers == 1 or len(pending) <= 1:
-        results = map(_worker, jobs)
-    else:
-        pool = mp.get_context("spawn").Pool(min(cfg.workers, len(pending)))
-        results = pool.imap_unordered(_worker, jobs)
     branches = 0
     try:
-        for got in results:
+        for got in run_jobs(_worker, [(cfg, p) for p in pending], cfg.workers):
             entries.extend(got)
             branches += len(got)
             write_manifest(out, cfg.manifest_config(), entries)
@@ -208,9 +202,6 @@ def collect_branches(cfg: BranchConfig, progress: bool = True) -> dict[str, Any]
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     seconds = time.perf_counter() - t0
     planner = [e for e in entries if e["policy"] == PLANNER_CANDIDATE]
     return {"out": str(out), "sources": len(plans), "collected": len(pending), "skipped": len(plans) - len(pending),

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -218,6 +218,20 @@ def _worker(args: tuple[CollectConfig, EpisodePlan]) -> dict[str, Any]:
     return run_episode(*args)
 
 
+def run_jobs(worker: Callable[[Any], Any], jobs: list[Any], workers: int) -> Iterator[Any]:
+    """`worker(job)` for every job, results in the order they finish: in this process for one
+    worker, else in spawned processes (each keeps its env between jobs), stopped on exit."""
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(worker, jobs)
+        return
+    pool = mp.get_context("spawn").Pool(min(workers, len(jobs)))
+    try:
+        yield from pool.imap_unordered(worker, jobs)
+    finally:
+        pool.terminate()
+        pool.join()
+
+
 # ---------------------------------------------------------------------------------------
 # the collection
 # ---------------------------------------------------------------------------------------
@@ -270,15 +284,8 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
         from tqdm import tqdm
         bar = tqdm(total=len(pending), desc="collect", unit="ep")
     frames = 0
-    jobs = [(cfg, p) for p in pending]
-    if cfg.workers == 1 or len(pending) <= 1:
-        results = map(_worker, jobs)
-        pool = None
-    else:
-        pool = mp.get_context("spawn").Pool(min(cfg.workers, len(pending)))
-        results = pool.imap_unordered(_worker, jobs)
     try:
-        for entry in results:
+        for entry in run_jobs(_worker, [(cfg, p) for p in pending], cfg.workers):
             done[entry["episode_id"]] = entry
             frames += entry["num_frames"]
             write_manifest(out, cfg.manifest_config(), list(done.values()))
@@ -288,9 +295,6 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     seconds = time.perf_counter() - t0
     ok = [e for e in done.values() if e["episode_id"] in planned]
     return {"out": str(out), "planned": len(plans), "collected": len(pending), "skipped": skipped,

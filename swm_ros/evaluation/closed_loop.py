@@ -197,6 +197,27 @@ class Controller:
         return self.planner.plan(obs.images[self.camera], proposals, obs.proprio).chunk
 
 
+def drive(env, controller: Controller, obs, budget: int, execute_steps: int
+          ) -> tuple[int, bool, list[float], list[str]]:
+    """Receding horizon from `obs` until success or `budget` steps: a chunk from the controller,
+    its first `execute_steps` actions executed, observe, again. Returns the steps taken, success,
+    and per chunk the planning time (ms) and the task stage planned for (planners only)."""
+    steps, plan_ms, stages, success = 0, [], [], env.success()
+    while steps < budget and not success:
+        tp = time.perf_counter()
+        chunk = np.clip(controller.next_chunk(obs), -1.0, 1.0)
+        plan_ms.append((time.perf_counter() - tp) * 1e3)
+        if controller.planner is not None:
+            stages.append(controller.planner.stage.name)
+        for action in chunk[:execute_steps]:
+            obs = env.step(action.astype(np.float32))
+            steps += 1
+            success = env.success()
+            if success or steps >= budget:
+                break
+    return steps, bool(success), plan_ms, stages
+
+
 def run_episode(env, controller: Controller, task: str, split: str, episode: int, cfg: ClosedLoopConfig
                 ) -> EpisodeResult:
     t0 = time.perf_counter()
@@ -205,20 +226,7 @@ def run_episode(env, controller: Controller, task: str, split: str, episode: int
     obs = env.reset(seed=seed, task=task, variant=variant)
     spec = env.task
     controller.reset(spec, seed)
-    budget = cfg.max_steps or spec.max_steps
-    steps, plan_ms, stages, success = 0, [], [], env.success()
-    while steps < budget and not success:
-        tp = time.perf_counter()
-        chunk = np.clip(controller.next_chunk(obs), -1.0, 1.0)
-        plan_ms.append((time.perf_counter() - tp) * 1e3)
-        if controller.planner is not None:
-            stages.append(controller.planner.stage.name)
-        for action in chunk[:cfg.execute_steps]:
-            obs = env.step(action.astype(np.float32))
-            steps += 1
-            success = env.success()
-            if success or steps >= budget:
-                break
+    steps, success, plan_ms, stages = drive(env, controller, obs, cfg.max_steps or spec.max_steps, cfg.execute_steps)
     return EpisodeResult(task=task, split=split, variant=variant, method=controller.method, seed=seed,
                          success=bool(success), steps=steps, plan_ms=[round(x, 3) for x in plan_ms],
                          seconds=round(time.perf_counter() - t0, 3), stages=stages)
