@@ -196,7 +196,10 @@ def test_full_swm_graph_runs_an_episode_with_only_safe_commands(start_node, prob
                                   "planner": planner, "num_proposals": "3", "execute_steps": "8"})
     assert [n.name for n in graph.nodes] == ["sim_node", "policy_node", "planner_node", "controller_node"]
     # shared test cores: more threads only contend, and a loaded machine needs slack on input age
-    extra = {"planner_node": ["-p", "num_threads:=1", "-p", "max_proposal_age:=5.0", "-p", "max_observation_age:=5.0"]}
+    # (the controller too: a chunk planned on a 1.3 s old frame was once rejected as stale here,
+    # rightly, but this test is about what reaches the arm, not about the machine's speed)
+    extra = {"planner_node": ["-p", "num_threads:=1", "-p", "max_proposal_age:=5.0", "-p", "max_observation_age:=5.0"],
+             "controller_node": ["-p", "max_chunk_age:=5.0"]}
     procs = {n.name: start_node(n.executable, *n.ros_args()[1:], *extra.get(n.name, []), name=n.name)
              for n in graph.nodes}
     commands = probe.collect(ActionChunk, "action_chunk", qos.COMMAND)           # the controller's input
