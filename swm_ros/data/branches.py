@@ -80,17 +80,14 @@ class BranchConfig:
 
 def _controller(cfg: BranchConfig, env: Any):
     """The closed-loop controller of `cfg.method`, one per worker; `on_replan(obs, candidates,
-    stage)` runs after each plan, before any of the chosen chunk is executed."""
+    stage)`, set per source episode, runs after each plan, before any of its chunk is executed."""
     from swm_ros.evaluation.closed_loop import NICOL_ENV, ClosedLoopConfig, Controller
 
     class BranchingController(Controller):
-        on_replan: Callable[[Any, np.ndarray, str], None] = staticmethod(lambda obs, candidates, stage: None)
+        on_replan: Callable[[Any, np.ndarray, str], None]
 
-        def next_chunk(self, obs) -> np.ndarray:
-            proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
-            report = self.planner.plan(obs.images[self.camera], proposals, obs.proprio)
+        def planned(self, obs, proposals: np.ndarray, report) -> None:
             self.on_replan(obs, np.concatenate([report.chunk[None], proposals]).astype(np.float32), report.stage)
-            return report.chunk
 
     key = (cfg.method, cfg.world_model, cfg.num_proposals, cfg.execute_steps)
     if _WORKER.get("controller_key") != key:
@@ -172,13 +169,13 @@ def collect_branches(cfg: BranchConfig, progress: bool = True) -> dict[str, Any]
     for stale in (out / EPISODE_DIR).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     manifest = read_manifest(out)
-    settings = json.loads(json.dumps(cfg.manifest_config()))      # as the manifest holds them (lists, not tuples)
-    # the same --out with other settings would mix two collections' branches (more episodes extend it)
-    other = {k for k in {*settings, *(manifest or {}).get("config", {})}
-             if k != "episodes" and manifest is not None and manifest["config"].get(k) != settings.get(k)}
-    if other:
-        raise CollectError(f"{out} holds branches collected with other settings ({sorted(other)}); "
-                           "use a new --out")
+    if manifest is not None:
+        # the same --out with other settings would mix two collections' branches (more episodes extend it)
+        settings = json.loads(json.dumps(cfg.manifest_config()))      # as the manifest holds them (lists)
+        held = manifest["config"]
+        other = sorted(k for k in {*settings, *held} if k != "episodes" and held.get(k) != settings.get(k))
+        if other:
+            raise CollectError(f"{out} holds branches collected with other settings ({other}); use a new --out")
     listed = manifest["episodes"] if manifest else []
     done_sources = {e["source"] for e in listed if (out / e["file"]).is_file()}
     entries = [e for e in listed if e["source"] in done_sources]

@@ -194,7 +194,13 @@ class Controller:
         if self.planner is None:
             return np.asarray(self.policy.propose(obs, 1))[0]
         proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
-        return self.planner.plan(obs.images[self.camera], proposals, obs.proprio).chunk
+        report = self.planner.plan(obs.images[self.camera], proposals, obs.proprio)
+        self.planned(obs, proposals, report)
+        return report.chunk
+
+    def planned(self, obs, proposals: np.ndarray, report) -> None:
+        """Called after each plan, before any of its chunk is executed (the scene is still the
+        one planned on): for subclasses that look at what was planned. Does nothing here."""
 
 
 def drive(env, controller: Controller, obs, budget: int, execute_steps: int

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from swm_ros.evaluation.closed_loop import NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller, env_setup, run_episode
+from swm_ros.evaluation.closed_loop import (NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller, _task_objective,
+                                           env_setup, run_episode)
 
 
 @dataclass
@@ -85,19 +86,15 @@ class _ScoringController(Controller):
         self.oracle_scores: list[np.ndarray] = []
 
     def reset(self, spec, seed: int) -> None:
-        from swm_ros.planning.tasks import load_task_objective
-
         super().reset(spec, seed)
-        self.judge.set_task(spec, load_task_objective(spec.name))
+        self.judge.set_task(spec, _task_objective(spec.name))
 
-    def next_chunk(self, obs) -> np.ndarray:
+    def planned(self, obs, proposals: np.ndarray, report) -> None:
         import torch
 
         from swm_ros.planning.objective import ModelScorer, RemoteScorer
 
-        proposals = np.asarray(self.policy.propose(obs, self.cfg.num_proposals))
         image = obs.images[self.camera]
-        report = self.planner.plan(image, proposals, obs.proprio)        # drives the episode
         chunks, objective = torch.from_numpy(proposals), self.planner.config.objective
         with torch.no_grad():
             m = ModelScorer(self.model, self.model.process_frames(image)[0], obs.proprio) \
@@ -105,7 +102,6 @@ class _ScoringController(Controller):
         o = RemoteScorer(self.judge, image).objective(report.questions, objective).score(chunks)
         self.model_scores.append(m.cpu().numpy())
         self.oracle_scores.append(np.asarray(o, dtype=float))
-        return report.chunk
 
 
 def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:

@@ -9,6 +9,7 @@ files open lazily and are re-opened in a forked worker process.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import OrderedDict
@@ -133,7 +134,7 @@ class SAQADataset:
         if self.preload_images:
             # everything a row reads, then the file is closed: a preloaded training set (and
             # its mix) can span more episodes than the process may hold open files
-            starts = self._row_frames().get(e, ())
+            starts = self._row_frames.get(e, ())
             if 4 * len(starts) <= reader.num_frames:
                 # rows start at few of its frames (branches: frame 0 only): keep just those
                 images = _SomeFrames(self.episode_files[e], cam, {int(t): reader.image(cam, int(t)) for t in starts})
@@ -149,15 +150,13 @@ class SAQADataset:
                 old["reader"].close()
         return ep
 
+    @functools.cached_property
     def _row_frames(self) -> dict[int, np.ndarray]:
-        """Episode -> the frames its rows start at (computed once)."""
-        if not hasattr(self, "_frames_by_episode"):
-            e, t = self.columns["episode"].astype(np.int64), self.columns["t"].astype(np.int64)
-            key = np.unique(e << 32 | t)
-            eps, first = np.unique(key >> 32, return_index=True)
-            frames = np.split(key & 0xFFFFFFFF, first[1:])
-            self._frames_by_episode = dict(zip(eps.tolist(), frames))
-        return self._frames_by_episode
+        """Episode -> the frames its rows start at."""
+        e, t = self.columns["episode"].astype(np.int64), self.columns["t"].astype(np.int64)
+        key = np.unique(e << 32 | t)
+        eps, first = np.unique(key >> 32, return_index=True)
+        return dict(zip(eps.tolist(), np.split(key & 0xFFFFFFFF, first[1:])))
 
     def image_processing(self) -> dict[str, Any] | None:
         """The processor config the frames were stored with (checked on a sample of episodes)."""
