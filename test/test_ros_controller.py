@@ -213,9 +213,10 @@ def test_ready_repeats_while_idle_and_unanswered_only(controller, probe) -> None
 
 
 def test_dry_run_watchdog_and_stale_joint_states(controller, probe) -> None:
-    # chunks may take a while to arrive under load: only joint-state staleness is tested here
-    # (the fixture's 1.0 s limit)
-    proc = controller("-p", "dry_run:=true", "-p", "command_timeout:=1.0")
+    # chunks may take a while to arrive under load: only joint-state staleness is tested here,
+    # with a 3 s limit (under CI load the probe's joint states once paused 2.6 s before the first
+    # chunk, so the fixture's 1.0 s refused it) and a 3.5 s silence to make them stale
+    proc = controller("-p", "dry_run:=true", "-p", "command_timeout:=1.0", "-p", "joint_state_timeout:=3.0")
     robot = Robot(probe)
     robot.wait_connected()
     robot.send(robot.chunk(_move()))
@@ -228,7 +229,7 @@ def test_dry_run_watchdog_and_stale_joint_states(controller, probe) -> None:
     assert robot.trajs == [], "dry_run published to the arm"
     # stale observation: no joint states -> refuse to command
     robot.publish_joints = False
-    probe.spin(1.5)
+    probe.spin(3.5)
     base = robot.rejected()
     robot.send(robot.chunk(_move()))
     assert probe.wait_for(lambda: robot.rejected() > base, 5)
