@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -109,6 +110,13 @@ class NodeProcess:
         self._log_file.close()
         return self.proc.returncode
 
+    def stop_cleanly(self, timeout: float = 5.0) -> None:
+        """stop(), and fail with the node's own last output (its traceback) unless it exits 0."""
+        alive = self.alive()
+        rc = self.stop(timeout)
+        assert alive and rc == 0, (f"{self.module} {'exited' if alive else 'had already exited,'} {rc} "
+                                   f"on SIGINT\n{self.output()[-3000:]}")
+
 
 @pytest.fixture
 def start_node(ros_env, tmp_path) -> Iterator[Callable[..., NodeProcess]]:
@@ -141,7 +149,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, spin: Callable[[floa
 
 
 class Probe:
-    """An in-test rclpy node with its own executor: collects messages, spins while waiting."""
+    """An in-test rclpy node that collects messages, spun by its own executor on a thread.
+
+    Spinning on a thread rather than only inside `spin`/`wait_for` keeps the probe's timers
+    (joint states, clocks) and subscriptions live while the test itself reads logs, asserts or
+    waits on a child process: a node under test never sees its inputs pause because the test
+    was busy. Subscription callbacks only append to lists, which is safe across threads."""
 
     def __init__(self, context, name: str = "probe") -> None:
         from rclpy.executors import SingleThreadedExecutor
@@ -151,6 +164,16 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self.received: dict[str, list] = {}
+        self._thread = threading.Thread(target=self._spin_forever, name=f"{name}-spin", daemon=True)
+        self._thread.start()
+
+    def _spin_forever(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
 
     def collect(self, msg_type, topic: str, qos_profile, key: str | None = None) -> list:
         """Subscribe and append every message to `self.received[key or topic]`."""
@@ -159,12 +182,11 @@ class Probe:
         return box
 
     def spin(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.executor.spin_once(timeout_sec=min(0.02, max(0.0, deadline - time.monotonic())))
+        """Let `seconds` of graph time pass (the executor spins on its own thread)."""
+        time.sleep(seconds)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        return wait_for(predicate, timeout, spin=self.spin)
+        return wait_for(predicate, timeout)
 
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
         client = self.node.create_client(srv_type, name)
@@ -175,6 +197,7 @@ class Probe:
 
     def close(self) -> None:
         self.executor.shutdown()
+        self._thread.join(timeout=5.0)
         self.node.destroy_node()
 
 

@@ -66,7 +66,7 @@ def test_record_replay_record_is_bit_exact(start_node, probe, tmp_path):
                                             "test", "push", conv.to_time(10 + 0.1 * i)))
         probe.spin(0.03)
     probe.spin(1.0)
-    assert rec.stop() == 0, rec.output()
+    rec.stop_cleanly()
     recorded = _by_topic(first)
     assert [len(recorded.get(t, [])) for t in ("/cam/image", "/chunk", "/task")] == [20, 20, 1], rec.output()
     for pub in (img_pub, chunk_pub, task_pub):     # the latched task must come from the replay only
@@ -79,7 +79,7 @@ def test_record_replay_record_is_bit_exact(start_node, probe, tmp_path):
     assert player.wait(timeout=60) == 0, player.output()
     assert "published 41 message(s)" in player.output()
     time.sleep(1.0)
-    assert rec2.stop() == 0, rec2.output()
+    rec2.stop_cleanly()
     replayed = _by_topic(second)
     assert replayed == recorded          # same bytes, same order, on every topic
 

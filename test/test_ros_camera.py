@@ -53,7 +53,7 @@ def test_video_file_loops(start_node, probe, tmp_path) -> None:
                       "-p", "encoding:=mono8")
     assert probe.wait_for(lambda: len(images) >= 8, 20), proc.output()    # > 4 frames: it looped
     assert images[-1].encoding == "mono8" and (images[-1].width, images[-1].height) == (64, 48)
-    assert proc.alive() and proc.stop() == 0
+    proc.stop_cleanly()
 
 
 @pytest.mark.parametrize("source, message", [

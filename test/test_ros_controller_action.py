@@ -131,7 +131,7 @@ def test_goals_follow_chunks_nan_sends_nothing_estop_cancels(action_graph, probe
     status = arm.controller_status()
     assert status is not None and status[1] == "e-stop engaged" and int(status[2]["goals_sent"]) == 2
     assert ctl.alive() and jtc.alive()
-    assert ctl.stop() == 0, ctl.output()
+    ctl.stop_cleanly()
 
 
 @pytest.mark.parametrize("fault, expect", [("reject", "REJECTED"), ("abort", "PATH_TOLERANCE_VIOLATED")])

@@ -38,5 +38,5 @@ def test_push_episode_succeeds_through_the_ros_graph(start_node, probe) -> None:
     assert res.success, res.message
     assert res.task_info.episode == 1 and res.task_info.seed == 5
     assert probe.wait_for(lambda: tasks[-1].episode == 1, 5)
-    for name, p in procs.items():
-        assert p.stop() == 0, f"{name} did not shut down cleanly\n{p.output()[-2000:]}"
+    for p in procs.values():
+        p.stop_cleanly()

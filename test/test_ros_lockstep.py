@@ -80,5 +80,5 @@ def test_push_episode_in_lockstep_as_fast_as_possible(start_node, probe) -> None
     speed = f"{wall:.1f} wall s from the first chunk seen" if chunks else "(the probe saw no chunk)"
     print(f"lockstep push success: {sim:.1f} sim s, {speed}, {len(chunks)} chunks seen, "
           f"{sim_diag['lockstep_waits']} waits ({sim_diag['lockstep_timeouts']} timed out)")
-    for name, p in procs.items():
-        assert p.stop() == 0, f"{name} did not shut down cleanly\n{p.output()[-2000:]}"
+    for p in procs.values():
+        p.stop_cleanly()

@@ -128,7 +128,7 @@ def test_in_process_planning_and_bad_input(start_node, probe, checkpoint, tmp_pa
     props.header.stamp = probe.node.get_clock().now().to_msg()
     pub_props.publish(props)
     assert probe.wait_for(lambda: len(chunks) > n, 60), proc.output()
-    assert proc.alive() and proc.stop() == 0
+    proc.stop_cleanly()
 
 
 def rclpy_duration(seconds: float):
@@ -180,7 +180,7 @@ def test_remote_world_model_through_the_service(start_node, probe, checkpoint, t
     # the sub-goal check is a no-action query; the objective asks about both prefixes (8, 16)
     assert ([], ["Is the robot grasping the green block?"], 64) in requests
     assert any(h and set(h) == {8, 16} for h, _, _ in requests)
-    assert proc.stop() == 0
+    proc.stop_cleanly()
 
 
 def test_grad_with_a_remote_model_or_no_model_refuses_to_start(start_node) -> None:
@@ -225,8 +225,8 @@ def test_full_swm_graph_runs_an_episode_with_only_safe_commands(start_node, prob
     assert rejected and max(rejected) == 0, logs
     assert accepted and max(accepted) >= 4
     assert all(p.alive() for p in procs.values()), logs
-    for name, p in procs.items():
-        assert p.stop() == 0, f"{name} did not shut down cleanly\n{p.output()[-2000:]}"
+    for p in procs.values():
+        p.stop_cleanly()
 
 
 def test_swm_graph_description_and_launch_file() -> None:

@@ -75,7 +75,7 @@ def test_bad_images_dropped_node_stays_up(start_node, probe) -> None:
     probe.spin(1.0)
     assert len(chunks) == n
     assert probe.wait_for(lambda: "image is" in proc.output(), 5), proc.output()
-    assert proc.stop() == 0
+    proc.stop_cleanly()
 
 
 def test_ready_before_the_first_image_is_not_lost_without_a_timer(start_node, probe) -> None:
@@ -114,4 +114,4 @@ def test_ready_before_the_first_image_is_not_lost_without_a_timer(start_node, pr
     assert len(chunks) == 1, len(chunks)
     pub_ready.publish(Bool(data=True))
     assert probe.wait_for(lambda: len(chunks) == 2, 10), proc.output()
-    assert proc.stop() == 0
+    proc.stop_cleanly()

@@ -68,4 +68,4 @@ def test_sim_node_streams_follows_and_rejects(start_node, probe) -> None:
     res = probe.call(ResetEpisode, "/sim_node/reset", ResetEpisode.Request(task="push", variant="", seed=-1))
     assert res.success and res.task_info.name == "push" and res.task_info.episode == 1
     assert probe.wait_for(lambda: np.allclose(q_now()[:8], PROFILE.arm.home, atol=0.05), 10)
-    assert proc.stop() == 0
+    proc.stop_cleanly()

@@ -206,7 +206,7 @@ def test_answers_equal_the_model_and_bad_requests_are_refused(start_node, probe,
     assert seen["refused"] >= len(bad) + 2 and seen["answered"] == 5
     assert values["busy"] == str(busy) and values["refused"] == str(seen["refused"]) and values["failed"] == "0"
     assert values["answered"] == str(seen["answered"] + len(results) - busy) and float(values["mean_latency_ms"]) > 0
-    assert proc.stop() == 0
+    proc.stop_cleanly()
 
 
 def test_bad_checkpoints_and_backends_stop_the_node_with_a_reason(start_node, checkpoint, tmp_path) -> None:
