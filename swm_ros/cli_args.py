@@ -70,6 +70,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
                                                                  "the closed-loop benchmark's scenes)")),
         (("--num-proposals",), dict(type=int, default=8, help="base-policy proposals per replan")),
         (("--checkpoint",), dict(default=None, help="world-model checkpoint (default: the shipped tiny model)")),
+        (("--planner",), dict(default="grad", help="planner config driving the episodes: a name under "
+                                                   "config/planner/ or a YAML path")),
         (("--min-spread",), dict(type=float, default=0.05, help="count a replan only where the oracle's scores "
                                                                 "of the proposals differ by more than this")),
         (("--threads",), dict(type=int, default=1, help="torch CPU threads")),

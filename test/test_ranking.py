@@ -28,6 +28,22 @@ def test_metrics_on_hand_made_scores():
     assert ranking_metrics([np.ones(3)], [np.ones(3)], 0.05) == {"replans": 1, "informative": 0}
 
 
+def test_planned_chunk_against_the_proposals():
+    """The planner's own chunk: 0 at the proposals' mean, 1 at their best, above 1 beyond it."""
+    oracle = [np.array([0.1, 0.9, 0.5, 0.3]), np.array([0.5, 0.5, 0.5, 0.51]), np.array([0.8, 0.2, 0.2, 0.6])]
+    model = [o.copy() for o in oracle]
+    gain = np.mean([0.9 - 0.45, 0.8 - 0.45])
+    # the flat middle replan is left out, whatever the planner did there
+    at_best = ranking_metrics(model, oracle, 0.05, planned_scores=[0.9, 0.0, 0.8])
+    assert at_best["planned_recovered"] == pytest.approx(1.0) and at_best["planned_beats_best"] == 0.0
+    beyond = ranking_metrics(model, oracle, 0.05, planned_scores=[1.0, 1.0, 0.8])
+    assert beyond["planned_recovered"] == pytest.approx(1.0 + 0.1 / 2 / gain)
+    assert beyond["planned_beats_best"] == 0.5
+    at_mean = ranking_metrics(model, oracle, 0.05, planned_scores=[0.45, 1.0, 0.45])
+    assert at_mean["planned_recovered"] == pytest.approx(0.0)
+    assert "planned_recovered" not in ranking_metrics(model, oracle, 0.05)
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="at least 2 proposals"):
         RankingConfig(num_proposals=1)
@@ -46,7 +62,11 @@ def test_cli_ranks_real_proposals_against_the_simulator(tmp_path):
     if res["informative"]:
         assert 0.0 <= res["top1_agrees"] <= 1.0 and 0.0 < res["random_top1"] <= 1.0
         assert res["regret"] >= 0.0 and res["best_minus_mean"] >= 0.0
+        assert np.isfinite(res["planned_recovered"]) and 0.0 <= res["planned_beats_best"] <= 1.0
     assert json.loads((tmp_path / "ranking.json").read_text())["results"] == summary["results"]
     assert "| push |" in (tmp_path / "ranking.md").read_text()
     bad = run_swm("eval", "ranking", "--tasks", "fly", "--seeds", "1", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "unknown task" in bad.stdout
+    no_planner = run_swm("eval", "ranking", "--tasks", "push", "--seeds", "1", "--planner", "gradient-descent",
+                         "--out", str(tmp_path / "bad"))
+    assert no_planner.returncode == 2 and "gradient-descent" in no_planner.stdout

@@ -14,6 +14,13 @@ differ by more than `min_spread` (elsewhere any choice is as good):
   best_minus_mean oracle score of the best proposal - of the average one (what ranking can win)
   recovered       1 - regret / best_minus_mean: the share of that gain the model's ranking gets
   spearman        rank correlation of the two score vectors (mean over replans)
+  planned_recovered  the same share for the chunk the planner executes (its pick, refined by
+                  the gradient steps for swm-grad): above `recovered` when refining helps, above
+                  1 when the refined chunk beats every raw proposal
+  planned_beats_best share of replans where that chunk scores above the oracle's best proposal
+
+`--planner` picks the planner config (config/planner/<name>.yaml or a YAML path) that drives the
+episodes, so planner settings can be compared by what the simulator says of their chunks.
 
 NicoL only (the oracle restores MuJoCo snapshots).
 """
@@ -39,6 +46,7 @@ class RankingConfig:
     num_proposals: int = 8
     execute_steps: int = 8
     world_model: str | None = None             # None: the shipped model
+    planner: str = "grad"                      # config/planner/<name>.yaml or a YAML path
     min_spread: float = 0.05                   # oracle best - worst below this: the replan is not counted
     threads: int = 1
     out: str = "runs/ranking"
@@ -50,13 +58,15 @@ class RankingConfig:
             raise ValueError(f"min_spread must be >= 0, got {self.min_spread}")
 
 
-def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarray], min_spread: float
-                    ) -> dict[str, Any]:
-    """The module docstring's figures from per-replan score vectors (same proposals, same order)."""
+def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarray], min_spread: float,
+                    planned_scores: list[float] | None = None) -> dict[str, Any]:
+    """The module docstring's figures from per-replan score vectors (same proposals, same order)
+    and, when given, the oracle's score of the chunk the planner chose at each replan."""
     from scipy.stats import spearmanr
 
     pairs = [(np.asarray(m, float), np.asarray(o, float)) for m, o in zip(model_scores, oracle_scores)]
-    used = [(m, o) for m, o in pairs if o.max() - o.min() > min_spread]
+    keep = [o.max() - o.min() > min_spread for _, o in pairs]
+    used = [pair for pair, k in zip(pairs, keep) if k]
     out: dict[str, Any] = {"replans": len(pairs), "informative": len(used)}
     if not used:
         return out
@@ -69,21 +79,32 @@ def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarr
                regret=float(regret), best_minus_mean=float(gain),
                recovered=float(1.0 - regret / gain),      # gain > 0: the scores spread on every replan used
                spearman=float(np.nanmean(rho)) if rho else None)
+    if planned_scores is not None:
+        planned = np.asarray(planned_scores, float)[np.asarray(keep)]
+        out.update(planned_recovered=float(np.mean([p - o.mean() for p, (_, o) in zip(planned, used)]) / gain),
+                   planned_beats_best=float(np.mean([p > o.max() + 1e-9 for p, (_, o) in zip(planned, used)])))
     return out
 
 
 class _ScoringController(Controller):
-    """swm-grad exactly as the benchmark runs it, which also scores every replan's proposals
-    with the world model and with the simulator (the judge), on the stage the planner chose."""
+    """A planner run exactly as the benchmark runs swm-grad (with `planner`'s settings), which
+    also scores every replan's proposals with the world model and with the simulator (the
+    judge), on the stage the planner chose, and the chunk it chose with the judge."""
 
-    def __init__(self, cfg: ClosedLoopConfig, model, env):
+    def __init__(self, cfg: ClosedLoopConfig, model, env, planner: str = "grad"):
         from swm_ros.evaluation.oracle import SimulatorOracle
+        from swm_ros.planning.planner import Planner, load_planner_config
 
         super().__init__("swm-grad", cfg, model, env)
+        if planner != "grad":
+            self.planner = Planner(load_planner_config(planner), model=model,
+                                   image_processor=lambda frame: model.process_frames(frame)[0],
+                                   task_objectives=_task_objective)
         self.model = model
         self.judge = SimulatorOracle(env)
         self.model_scores: list[np.ndarray] = []
         self.oracle_scores: list[np.ndarray] = []
+        self.planned_scores: list[float] = []
 
     def reset(self, spec, seed: int) -> None:
         super().reset(spec, seed)
@@ -99,9 +120,12 @@ class _ScoringController(Controller):
         with torch.no_grad():
             m = ModelScorer(self.model, self.model.process_frames(image)[0], obs.proprio) \
                 .objective(report.questions, objective).score(chunks)
-        o = RemoteScorer(self.judge, image).objective(report.questions, objective).score(chunks)
+        chosen = torch.from_numpy(np.asarray(report.chunk, dtype=np.float32)[None])
+        o = RemoteScorer(self.judge, image).objective(report.questions, objective).score(torch.cat([chunks, chosen]))
+        o = np.asarray(o, dtype=float)
         self.model_scores.append(m.cpu().numpy())
-        self.oracle_scores.append(np.asarray(o, dtype=float))
+        self.oracle_scores.append(o[:-1])
+        self.planned_scores.append(float(o[-1]))
 
 
 def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
@@ -111,6 +135,9 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
     from swm_ros.envs import make_env
     from swm_ros.models.registry import load_world_model
 
+    from swm_ros.planning.planner import load_planner_config
+
+    load_planner_config(cfg.planner)          # a missing or bad planner config fails before any work
     torch.set_num_threads(cfg.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
     loop_cfg = ClosedLoopConfig(env=NICOL_ENV, tasks=cfg.tasks, methods=("swm-grad",), splits=("id",),
@@ -122,11 +149,11 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
     results = []
     try:
         for task in cfg.tasks:
-            controller = _ScoringController(loop_cfg, model, env)
+            controller = _ScoringController(loop_cfg, model, env, cfg.planner)
             for e in tqdm(range(cfg.seeds), desc=f"ranking {task}", unit="ep", disable=not progress):
                 run_episode(env, controller, task, "id", e, loop_cfg)
             results.append({"task": task, **ranking_metrics(controller.model_scores, controller.oracle_scores,
-                                                            cfg.min_spread)})
+                                                            cfg.min_spread, controller.planned_scores)})
     finally:
         env.close()
     summary = {"config": asdict(cfg), "world_model": str(loop_cfg.world_model), "results": results}
@@ -140,16 +167,21 @@ def to_markdown(summary: dict[str, Any]) -> str:
     c = summary["config"]
     lines = [f"# Proposal ranking: world model `{summary['world_model']}` against the simulator", "",
              f"{c['num_proposals']} proposals per replan, seeds {c['first_seed']}..{c['first_seed'] + c['seeds'] - 1}, "
-             f"replans counted where the oracle's scores spread > {c['min_spread']}.", "",
-             "| task | replans (counted) | top-1 agrees | random top-1 | regret | best - mean | recovered | spearman |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"replans counted where the oracle's scores spread > {c['min_spread']}; planner "
+             f"`{c.get('planner', 'grad')}` drives.", "",
+             "| task | replans (counted) | top-1 agrees | random top-1 | regret | best - mean | recovered | spearman "
+             "| planned: recovered | planned beats best |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["results"]:
         if "top1_agrees" not in r:
-            lines.append(f"| {r['task']} | {r['replans']} (0) | | | | | | |")
+            lines.append(f"| {r['task']} | {r['replans']} (0) | | | | | | | | |")
             continue
+        planned = (f"{r['planned_recovered']:.2f} | {r['planned_beats_best']:.2f}" if "planned_recovered" in r
+                   else " | ")
         lines.append(f"| {r['task']} | {r['replans']} ({r['informative']}) | {r['top1_agrees']:.3f} | "
                      f"{r['random_top1']:.3f} | {r['regret']:.3f} | {r['best_minus_mean']:.3f} | "
-                     f"{r['recovered']:.2f} | {'-' if r['spearman'] is None else format(r['spearman'], '.2f')} |")
+                     f"{r['recovered']:.2f} | {'-' if r['spearman'] is None else format(r['spearman'], '.2f')} | "
+                     f"{planned} |")
     return "\n".join(lines) + "\n"
 
 
@@ -157,8 +189,8 @@ def cli_eval_ranking(args: Any) -> int:
     try:
         cfg = RankingConfig(tasks=tuple(t for t in args.tasks.split(",") if t), seeds=args.seeds,
                             first_seed=args.first_seed, num_proposals=args.num_proposals,
-                            world_model=args.checkpoint, min_spread=args.min_spread, threads=args.threads,
-                            out=args.out)
+                            world_model=args.checkpoint, planner=args.planner, min_spread=args.min_spread,
+                            threads=args.threads, out=args.out)
         summary = rank_agreement(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval ranking: {e}")
