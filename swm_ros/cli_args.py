@@ -59,6 +59,9 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--num-proposals",), dict(type=int, default=8, help="base-policy proposals per plan")),
         (("--execute-steps",), dict(type=int, default=8, help="actions executed before replanning")),
         (("--max-steps",), dict(type=int, default=None, help="step budget per episode (default: the task's)")),
+        (("--planner-config",), dict(action="append", default=None, metavar="METHOD=YAML",
+                                     help="run a swm-* method with this planner config instead of "
+                                          "config/planner/<opt>.yaml (repeatable)")),
         (("--threads",), dict(type=int, default=2, help="torch CPU threads")),
         (("--out",), dict(default="runs/closed_loop", help="results directory (resumable)")),
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),

@@ -98,6 +98,45 @@ def test_grid_runs_resumes_and_reports(tmp_path, tiny_checkpoint):
     assert f"seeds {SEED_BASE + 500}..{SEED_BASE + 501}" in to_markdown(summary)
 
 
+def test_planner_override_and_settings_guard(tmp_path, tiny_checkpoint):
+    """--planner-config runs swm-grad with another YAML; an --out holding episodes of other
+    settings refuses new ones instead of mixing them in."""
+    import yaml
+
+    from swm_ros.planning.planner import planner_config_path
+
+    grad = yaml.safe_load(planner_config_path("grad").read_text())
+    grad["grad"]["lr"] = 0.07
+    mine = tmp_path / "my_grad.yaml"
+    mine.write_text(yaml.safe_dump(grad))
+    cfg = ClosedLoopConfig(tasks=("reach",), methods=("swm-grad",), splits=("id",), seeds=1, num_proposals=3,
+                           world_model=str(tiny_checkpoint), base_policy="noisy", max_steps=8,
+                           out=str(tmp_path / "cl"), planners={"swm-grad": str(mine)})
+    summary = run_closed_loop(cfg, progress=False)
+    assert summary["results"][0]["episodes"] == 1
+    settings = json.loads((tmp_path / "cl" / "settings.json").read_text())
+    assert settings["planners"]["swm-grad"]["grad"]["lr"] == 0.07 and settings["num_proposals"] == 3
+    assert f"swm-grad planner `{mine}`" in to_markdown(summary)
+
+    with pytest.raises(ValueError, match="planner of swm-grad"):          # the shipped grad.yaml: lr 0.02
+        run_closed_loop(replace(cfg, planners={}), progress=False)
+    with pytest.raises(ValueError, match="num_proposals"):
+        run_closed_loop(replace(cfg, num_proposals=4), progress=False)
+    assert len(read_episodes(tmp_path / "cl" / "episodes.jsonl")) == 1    # nothing was added
+    # a method that plans nothing does not care which world model or planners were used
+    run_closed_loop(replace(cfg, methods=("base",), planners={}, world_model=None), progress=False)
+    after = json.loads((tmp_path / "cl" / "settings.json").read_text())
+    assert after["planners"] == settings["planners"] and after["world_model"] == str(tiny_checkpoint)
+    assert len(read_episodes(tmp_path / "cl" / "episodes.jsonl")) == 2
+
+    with pytest.raises(ValueError, match="for a swm-\\* method"):
+        replace(cfg, planners={"base": str(mine)})
+    with pytest.raises(ValueError, match="is a 'rank' planner"):
+        replace(cfg, planners={"swm-grad": str(planner_config_path("rank"))})
+    with pytest.raises(ValueError, match="not found"):
+        replace(cfg, planners={"swm-grad": str(tmp_path / "none.yaml")})
+
+
 def test_oracle_rank_plans_with_the_simulator(tmp_path):
     """oracle-rank needs no world model: the proposals are ranked by executing them in the scene."""
     cfg = ClosedLoopConfig(tasks=("pick",), methods=("base", "oracle-rank"), splits=("id",), seeds=2,
@@ -141,3 +180,21 @@ def test_bad_config_is_refused():
         ClosedLoopConfig(splits=("mars",))
     with pytest.raises(ValueError, match="first_seed must be >= 0"):
         ClosedLoopConfig(first_seed=-1)
+
+
+def test_cli_runs_reports_and_refuses_bad_planner_configs(tmp_path):
+    from swm_cli import run_swm
+    from swm_ros.planning.planner import planner_config_path
+
+    r = run_swm("eval", "closed-loop", "--tasks", "reach", "--methods", "scripted", "--seeds", "1", "--split", "id",
+                "--max-steps", "8", "--out", str(tmp_path / "cl"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (res,) = json.loads(r.stdout.strip().splitlines()[-1])["results"]
+    assert res["method"] == "scripted" and res["episodes"] == 1
+    assert {"summary.json", "report.md", "success.png", "episodes.jsonl", "settings.json"} <= \
+        {p.name for p in (tmp_path / "cl").iterdir()}
+    for bad, says in [("swm-grad", "METHOD=YAML"), ("swm-grad=/no/such.yaml", "not found"),
+                      ("swm-rank=" + str(planner_config_path("grad")), "is a 'grad' planner")]:
+        r = run_swm("eval", "closed-loop", "--tasks", "reach", "--methods", "swm-rank", "--seeds", "1",
+                    "--split", "id", "--planner-config", bad, "--out", str(tmp_path / "bad"))
+        assert r.returncode == 2 and says in r.stdout, r.stdout[-1000:]

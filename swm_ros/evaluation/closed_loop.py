@@ -26,9 +26,16 @@ thinks the cube is), `scripted` is OGBench's own oracle, and the world model is 
 `tiny-ogbench` (trained on OGBench SAQA) unless `--checkpoint` names another. OGBench has no
 OOD variants here: split `id` only.
 
+`--planner-config swm-grad=my_grad.yaml` runs a method with another planner config than
+config/planner/<opt>.yaml (to try planner settings on the benchmark's scenes).
+
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
-resumes where it stopped. The summary (JSON with a `results` list, Markdown, bar chart) is
-rebuilt from all episodes on disk that match the requested grid.
+resumes where it stopped. <out>/settings.json records what the episodes depend on (env, world
+model, base policy, proposals, execute steps, image size, step budget, each planner's full
+config); a run in the same <out> with other settings is refused rather than mixed in. Tasks,
+methods, splits and seeds may change: they only pick which episodes run. The summary (JSON with
+a `results` list, Markdown, bar chart) is rebuilt from all episodes on disk that match the
+requested grid.
 """
 from __future__ import annotations
 
@@ -76,6 +83,7 @@ def env_setup(env: str) -> EnvSetup:
                         OGBENCH_WORLD_MODEL)
     raise ValueError(f"unknown env {env!r}; valid: {NICOL_ENV!r} or an OGBench cube env such as 'ogbench-cube-single'")
 EPISODES_FILE = "episodes.jsonl"
+SETTINGS_FILE = "settings.json"
 
 
 @dataclass
@@ -113,6 +121,7 @@ class ClosedLoopConfig:
     max_steps: int | None = None       # None: each task's own budget
     threads: int = 2
     out: str = "runs/closed_loop"
+    planners: dict[str, str] = field(default_factory=dict)   # "swm-grad" -> a planner YAML (default: config/planner/grad.yaml)
 
     def __post_init__(self) -> None:
         setup = env_setup(self.env)
@@ -135,8 +144,22 @@ class ClosedLoopConfig:
             self.world_model = setup.world_model
         if self.seeds < 1 or self.num_proposals < 1 or self.execute_steps < 1:
             raise ValueError("seeds, num_proposals and execute_steps must be >= 1")
+        for method in self.planners:
+            if not method.startswith("swm-") or method not in METHODS:
+                raise ValueError(f"a planner config is for a swm-* method, not {method!r}")
+            planner = self.planner_config(method)      # a missing or malformed file fails here
+            if planner.method != method[4:]:
+                raise ValueError(f"{self.planners[method]} is a {planner.method!r} planner; {method} needs "
+                                 f"method: {method[4:]}")
         if self.first_seed < 0:
             raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
+
+
+    def planner_config(self, method: str):
+        """The planner config a swm-* method runs with: its override, else config/planner/<opt>.yaml."""
+        from swm_ros.planning.planner import load_planner_config
+
+        return load_planner_config(self.planners.get(method, method[4:]))
 
 
 def variant_for(split: str, episode: int) -> str:
@@ -170,9 +193,9 @@ class Controller:
         self.policy = make_policy(setup.expert if method == "scripted" else cfg.base_policy)
         self.planner = None
         if method.startswith("swm-"):
-            from swm_ros.planning.planner import Planner, load_planner_config
+            from swm_ros.planning.planner import Planner
 
-            self.planner = Planner(load_planner_config(method[4:]), model=model,
+            self.planner = Planner(cfg.planner_config(method), model=model,
                                    image_processor=lambda frame: model.process_frames(frame)[0],
                                    task_objectives=_task_objective)
         self.oracle = None
@@ -265,6 +288,7 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
     os.environ.setdefault("MUJOCO_GL", "egl")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, cfg)
     path = out / EPISODES_FILE
     done = {r.key() for r in read_episodes(path)}
     todo = [(t, s, m, e) for t in cfg.tasks for s in cfg.splits for m in cfg.methods for e in range(cfg.seeds)
@@ -288,6 +312,36 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
     finally:
         env.close()
     return summarise(cfg, read_episodes(path))
+
+
+def episode_settings(cfg: ClosedLoopConfig) -> dict[str, Any]:
+    """What this run's episodes depend on (None: not used by the methods run)."""
+    planners = {m: asdict(cfg.planner_config(m)) for m in cfg.methods if m.startswith("swm-")}
+    proposing = any(m.startswith("swm-") or m == "oracle-rank" for m in cfg.methods)
+    return {"env": cfg.env, "render_size": list(cfg.render_size), "max_steps": cfg.max_steps,
+            "execute_steps": cfg.execute_steps, "base_policy": cfg.base_policy,
+            "world_model": cfg.world_model if planners else None,
+            "num_proposals": cfg.num_proposals if proposing else None, "planners": planners}
+
+
+def check_settings(out: Path, cfg: ClosedLoopConfig) -> None:
+    """Refuse to add episodes to `out` that were run with other settings than those already
+    there; record the union (methods and their planners accumulate across runs)."""
+    path = out / SETTINGS_FILE
+    now = json.loads(json.dumps(episode_settings(cfg)))       # as it reads back (tuples -> lists)
+    if not path.is_file():
+        path.write_text(json.dumps(now, indent=2) + "\n")
+        return
+    before = json.loads(path.read_text())
+    differ = [k for k in now if k != "planners" and None not in (now[k], before.get(k)) and now[k] != before.get(k)]
+    differ += [f"planner of {m}" for m, c in now["planners"].items()
+               if m in before.get("planners", {}) and c != before["planners"][m]]
+    if differ:
+        raise ValueError(f"{out} holds episodes run with other settings ({', '.join(differ)}; see {path}): "
+                         f"give another --out, or the same settings to resume")
+    merged = {k: before.get(k) if now[k] is None else now[k] for k in now}
+    merged["planners"] = {**before.get("planners", {}), **now["planners"]}
+    path.write_text(json.dumps(merged, indent=2) + "\n")
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -334,7 +388,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     first = c.get("first_seed", SEED_BASE)
     lines = ["# Closed-loop evaluation", "",
              f"Env `{c.get('env', NICOL_ENV)}`, world model `{c['world_model']}`, base policy `{c['base_policy']}`, {c['num_proposals']} proposals, "
-             f"execute {c['execute_steps']} actions then replan; seeds {first}..{first + c['seeds'] - 1}.", "",
+             f"execute {c['execute_steps']} actions then replan; seeds {first}..{first + c['seeds'] - 1}"
+             + "".join(f"; {m} planner `{path}`" for m, path in sorted(c.get("planners", {}).items())) + ".", "",
              "| task | split | method | success | 95 % CI | episodes | steps | plan ms median | plan ms p95 |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None else f"{x:.1f}"
@@ -382,6 +437,16 @@ def write_reports(summary: dict[str, Any], out: Path) -> None:
     plot_results(summary, out / "success.png")
 
 
+def _planner_overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        method, sep, path = pair.partition("=")
+        if not sep or not method or not path:
+            raise ValueError(f"--planner-config takes METHOD=YAML (e.g. swm-grad=my_grad.yaml), got {pair!r}")
+        out[method] = path
+    return out
+
+
 def cli_eval_closed_loop(args: Any) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")     # before the env check below imports MuJoCo (OGBench)
     csv = lambda s: tuple(x for x in s.split(",") if x)
@@ -391,7 +456,8 @@ def cli_eval_closed_loop(args: Any) -> int:
                                seeds=args.seeds, num_proposals=args.num_proposals, execute_steps=args.execute_steps,
                                first_seed=SEED_BASE if args.first_seed is None else args.first_seed,
                                world_model=args.checkpoint, base_policy=args.policy,
-                               max_steps=args.max_steps, threads=args.threads, out=args.out)
+                               max_steps=args.max_steps, threads=args.threads, out=args.out,
+                               planners=_planner_overrides(args.planner_config or []))
         summary = run_closed_loop(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval closed-loop: {e}")

@@ -87,19 +87,14 @@ def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarr
 
 
 class _ScoringController(Controller):
-    """A planner run exactly as the benchmark runs swm-grad (with `planner`'s settings), which
+    """A planner run exactly as the benchmark runs it (the config's first method and planner), which
     also scores every replan's proposals with the world model and with the simulator (the
     judge), on the stage the planner chose, and the chunk it chose with the judge."""
 
-    def __init__(self, cfg: ClosedLoopConfig, model, env, planner: str = "grad"):
+    def __init__(self, cfg: ClosedLoopConfig, model, env):
         from swm_ros.evaluation.oracle import SimulatorOracle
-        from swm_ros.planning.planner import Planner, load_planner_config
 
-        super().__init__("swm-grad", cfg, model, env)
-        if planner != "grad":
-            self.planner = Planner(load_planner_config(planner), model=model,
-                                   image_processor=lambda frame: model.process_frames(frame)[0],
-                                   task_objectives=_task_objective)
+        super().__init__(cfg.methods[0], cfg, model, env)
         self.model = model
         self.judge = SimulatorOracle(env)
         self.model_scores: list[np.ndarray] = []
@@ -137,19 +132,20 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
 
     from swm_ros.planning.planner import load_planner_config
 
-    load_planner_config(cfg.planner)          # a missing or bad planner config fails before any work
+    method = f"swm-{load_planner_config(cfg.planner).method}"   # a missing or bad config fails before any work
     torch.set_num_threads(cfg.threads)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    loop_cfg = ClosedLoopConfig(env=NICOL_ENV, tasks=cfg.tasks, methods=("swm-grad",), splits=("id",),
+    loop_cfg = ClosedLoopConfig(env=NICOL_ENV, tasks=cfg.tasks, methods=(method,), splits=("id",),
                                 seeds=cfg.seeds, first_seed=cfg.first_seed, num_proposals=cfg.num_proposals,
-                                execute_steps=cfg.execute_steps, world_model=cfg.world_model, threads=cfg.threads)
+                                execute_steps=cfg.execute_steps, world_model=cfg.world_model, threads=cfg.threads,
+                                planners={method: cfg.planner})
     model = load_world_model(loop_cfg.world_model, proprio=True)
     env = make_env(NICOL_ENV, task=cfg.tasks[0], image_size=tuple(loop_cfg.render_size),
                    cameras=(env_setup(NICOL_ENV).camera,), seed=cfg.first_seed)
     results = []
     try:
         for task in cfg.tasks:
-            controller = _ScoringController(loop_cfg, model, env, cfg.planner)
+            controller = _ScoringController(loop_cfg, model, env)
             for e in tqdm(range(cfg.seeds), desc=f"ranking {task}", unit="ep", disable=not progress):
                 run_episode(env, controller, task, "id", e, loop_cfg)
             results.append({"task": task, **ranking_metrics(controller.model_scores, controller.oracle_scores,
