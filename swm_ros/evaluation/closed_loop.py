@@ -154,7 +154,6 @@ class ClosedLoopConfig:
         if self.first_seed < 0:
             raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
 
-
     def planner_config(self, method: str):
         """The planner config a swm-* method runs with: its override, else config/planner/<opt>.yaml."""
         from swm_ros.planning.planner import load_planner_config
@@ -318,8 +317,9 @@ def episode_settings(cfg: ClosedLoopConfig) -> dict[str, Any]:
     """What this run's episodes depend on (None: not used by the methods run)."""
     planners = {m: asdict(cfg.planner_config(m)) for m in cfg.methods if m.startswith("swm-")}
     proposing = any(m.startswith("swm-") or m == "oracle-rank" for m in cfg.methods)
+    learned = any(m != "scripted" for m in cfg.methods)          # the expert is the env's, not --policy
     return {"env": cfg.env, "render_size": list(cfg.render_size), "max_steps": cfg.max_steps,
-            "execute_steps": cfg.execute_steps, "base_policy": cfg.base_policy,
+            "execute_steps": cfg.execute_steps, "base_policy": cfg.base_policy if learned else None,
             "world_model": cfg.world_model if planners else None,
             "num_proposals": cfg.num_proposals if proposing else None, "planners": planners}
 
