@@ -5,8 +5,9 @@ something narrower: among the chunks proposed from *one* state, which is best fo
 This runs planner episodes (swm-grad unless `--planner` says otherwise; the planner drives, as
 in the closed-loop benchmark) and at every replan scores the same proposals twice with the
 active stage's objective: with the world model, and with the `SimulatorOracle` (each chunk
-executed from a snapshot of the scene and labelled from the true state). Per task it reports, over the replans where the oracle's scores
-differ by more than `min_spread` (elsewhere any choice is as good):
+executed from a snapshot of the scene and labelled from the true state). Per task it reports,
+over the replans where the oracle's scores differ by more than `min_spread` (elsewhere any
+choice is as good):
 
   top1_agrees     the model's best proposal is one of the oracle's best
   random_top1     the same for a proposal picked at random (the bar to beat)
