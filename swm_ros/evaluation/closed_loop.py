@@ -121,7 +121,7 @@ class ClosedLoopConfig:
     max_steps: int | None = None       # None: each task's own budget
     threads: int = 2
     out: str = "runs/closed_loop"
-    planners: dict[str, str] = field(default_factory=dict)   # "swm-grad" -> a planner YAML (default: config/planner/grad.yaml)
+    planners: dict[str, str] = field(default_factory=dict)   # "swm-grad" -> planner YAML; else config/planner/grad.yaml
 
     def __post_init__(self) -> None:
         setup = env_setup(self.env)

@@ -88,9 +88,9 @@ def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarr
 
 
 class _ScoringController(Controller):
-    """A planner run exactly as the benchmark runs it (the config's first method and planner), which
-    also scores every replan's proposals with the world model and with the simulator (the
-    judge), on the stage the planner chose, and the chunk it chose with the judge."""
+    """The config's first method run exactly as the benchmark runs it, which also scores every
+    replan's proposals with the world model and with the simulator (the judge), on the stage the
+    planner chose, and the chunk the planner chose with the judge."""
 
     def __init__(self, cfg: ClosedLoopConfig, model, env):
         from swm_ros.evaluation.oracle import SimulatorOracle
@@ -130,7 +130,6 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
 
     from swm_ros.envs import make_env
     from swm_ros.models.registry import load_world_model
-
     from swm_ros.planning.planner import load_planner_config
 
     method = f"swm-{load_planner_config(cfg.planner).method}"   # a missing or bad config fails before any work
