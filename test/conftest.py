@@ -134,17 +134,13 @@ def start_node(ros_env, tmp_path) -> Iterator[Callable[..., NodeProcess]]:
         p.stop()
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, spin: Callable[[float], None] | None = None,
-             period: float = 0.05) -> bool:
-    """Poll `predicate` (spinning a probe executor between polls) until true or timeout."""
+def wait_for(predicate: Callable[[], bool], timeout: float, period: float = 0.05) -> bool:
+    """Poll `predicate` until true or timeout (a probe's executor spins on its own thread)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
-        if spin is not None:
-            spin(period)
-        else:
-            time.sleep(period)
+        time.sleep(period)
     return predicate()
 
 
