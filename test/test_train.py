@@ -416,6 +416,57 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     assert r.returncode != 0 and "do not fit" in r.stderr and str(first) in r.stderr
 
 
+def test_init_from_grows_the_vocabulary_by_new_words(saqa_file, tmp_path):
+    """A model whose vocabulary adds words (a new question family) starts from a checkpoint
+    without them: known words keep their rows, so known questions get the same answers; a
+    checkpoint with a word the model lacks is refused."""
+    from safetensors.torch import load_file, save_file
+
+    from swm_ros.models.checkpoint import read_checkpoint_config
+    from swm_ros.models.registry import load_world_model
+
+    first = tmp_path / "first"
+    cfg = _train_config(saqa_file, steps=3, eval_every=3, log_every=3, checkpoint_every=3)
+    cfg_path = tmp_path / "wm.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(first), "--no-progress").returncode == 0
+
+    # the same checkpoint as it would be without the words "nearer" and "somewhere"
+    config, tensors = read_checkpoint_config(first), load_file(str(first / "model.safetensors"))
+    vocab = config["vocabulary"]
+    keep = [i for i, w in enumerate(vocab) if w not in ("nearer", "somewhere")]
+    assert len(keep) == len(vocab) - 2
+    smaller = tmp_path / "smaller"
+    smaller.mkdir()
+    save_file({**tensors, "word_emb.weight": tensors["word_emb.weight"][keep], "lm_bias": tensors["lm_bias"][keep]},
+              str(smaller / "model.safetensors"))
+    (smaller / "config.yaml").write_text(yaml.safe_dump({**config, "vocabulary": [vocab[i] for i in keep]}))
+
+    grown = tmp_path / "grown"
+    cfg_path.write_text(yaml.safe_dump({**cfg, "lr": 0.0, "init_from": str(smaller)}))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(grown), "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    old, new = load_world_model(smaller).eval(), load_world_model(grown).eval()
+    assert new.vocabulary == vocab and len(old.vocabulary) == len(vocab) - 2
+    w_old, w_new = old.state_dict(), new.state_dict()
+    assert all(torch.equal(w_old[k], w_new[k]) for k in w_old if k not in ("word_emb.weight", "lm_bias"))
+    for word in old.vocabulary:
+        assert torch.equal(w_new["word_emb.weight"][new.tokenizer.ids[word]], w_old["word_emb.weight"][old.tokenizer.ids[word]])
+    assert w_new["word_emb.weight"][new.tokenizer.ids["nearer"]].abs().sum() > 0, "a new word gets a fresh init"
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    actions = rng.uniform(-1, 1, (2, 12, 5)).astype(np.float32)
+    questions = ["is the red block touching the blue block?", "did the red block move to the left?"]
+    torch.testing.assert_close(new.answer_logits(images, actions, questions),
+                               old.answer_logits(images, actions, questions), atol=1e-6, rtol=0)
+
+    # a checkpoint that knows a word the model does not: refused, by name
+    (smaller / "config.yaml").write_text(yaml.safe_dump({**config, "vocabulary": [*vocab[:-1], "zebra"]}))
+    save_file(tensors, str(smaller / "model.safetensors"))
+    r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / "bad"), "--no-progress")
+    assert r.returncode != 0 and "lacks ['zebra']" in r.stderr
+
+
 def test_weight_average_is_saved_validated_and_resumed(saqa_file, tmp_path):
     """With ema_decay d, model.safetensors holds d * (weights after step 1) + (1 - d) * (after
     step 2), the trained weights go to train_weights.safetensors, and --resume continues both."""

@@ -160,6 +160,8 @@ class LateFusionWorldModel(WorldModel):
 
     # parts with a zero init that a checkpoint without them may start from (train `init_from`)
     ZERO_INIT_PARTS = ("action_sums", "proprio")
+    # parameters with one row per vocabulary word (a checkpoint with fewer words may seed them)
+    VOCABULARY_PARTS = ("word_emb.weight", "lm_bias")
 
     def _build_fusion(self, c) -> None:
         d = c.d_model

@@ -256,10 +256,11 @@ def _block_projector(ds, model):
 
 def _init_from(model, backend: str, path: Path) -> None:
     saved = read_checkpoint_config(path)
-    if saved["backend"] != backend or saved["vocabulary"] != model.vocabulary:
-        raise ConfigError(f"init_from {path}: backend {saved['backend']!r} and its vocabulary must match the "
-                          f"config's ({backend!r})")
+    if saved["backend"] != backend:
+        raise ConfigError(f"init_from {path}: backend {saved['backend']!r}, the config's {backend!r}")
     tensors = _load_tensors(path / WEIGHTS_FILE)
+    if saved["vocabulary"] != model.vocabulary:
+        tensors = _grow_vocabulary(model, tensors, saved["vocabulary"], path)
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError as err:          # shape mismatches
@@ -276,6 +277,32 @@ def _init_from(model, backend: str, path: Path) -> None:
                           f"unexpected {unexpected}")
     if grown:
         model.make_blocks_identity(grown)
+
+
+def _grow_vocabulary(model, tensors: dict[str, torch.Tensor], saved_vocabulary: list[str],
+                     path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's word rows moved to where the model's vocabulary has the same words.
+
+    A model whose vocabulary adds words (a new question family's) starts from one trained
+    without them: every known word keeps its trained embedding, a new word its fresh init,
+    so known questions are answered as before. Only a model that names its vocabulary-sized
+    parameters (`VOCABULARY_PARTS`) can grow, and only by adding words."""
+    lost = [w for w in saved_vocabulary if w not in model.tokenizer.ids]
+    parts = getattr(model, "VOCABULARY_PARTS", ())
+    if lost or not parts:
+        raise ConfigError(f"init_from {path}: its vocabulary must match the model's"
+                          + (f"; the model lacks {lost}" if lost else "")
+                          + ("" if parts else f" ({type(model).__name__} cannot grow one)"))
+    rows = torch.tensor([model.tokenizer.ids[w] for w in saved_vocabulary])
+    fresh = model.state_dict()
+    grown = dict(tensors)
+    for name in parts:
+        if tensors[name].shape[0] != len(saved_vocabulary):
+            raise ConfigError(f"init_from {path}: {name} has {tensors[name].shape[0]} rows for "
+                              f"{len(saved_vocabulary)} words")
+        grown[name] = fresh[name].clone()
+        grown[name][rows] = tensors[name]
+    return grown
 
 
 def _block_index(key: str) -> int | None:
