@@ -62,6 +62,9 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--planner-config",), dict(action="append", default=None, metavar="METHOD=YAML",
                                      help="run a swm-* method with this planner config instead of "
                                           "config/planner/<opt>.yaml (repeatable)")),
+        (("--task-config",), dict(action="append", default=None, metavar="TASK=YAML",
+                                  help="plan a task with this objective instead of config/tasks/<task>.yaml "
+                                       "(repeatable; success is still the env's check)")),
         (("--threads",), dict(type=int, default=2, help="torch CPU threads")),
         (("--out",), dict(default="runs/closed_loop", help="results directory (resumable)")),
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),

@@ -137,6 +137,44 @@ def test_planner_override_and_settings_guard(tmp_path, tiny_checkpoint):
         replace(cfg, planners={"swm-grad": str(tmp_path / "none.yaml")})
 
 
+def test_task_objective_override_and_its_settings_guard(tmp_path):
+    """--task-config plans a task with another objective (oracle-rank ranks by it: its stages
+    are the override's); resuming with the shipped objective is refused, a method that plans
+    nothing does not care."""
+    import yaml
+
+    from swm_ros.planning.tasks import task_config_path
+
+    reach = yaml.safe_load(task_config_path("reach").read_text())
+    reach["stages"][0]["name"] = "approach"
+    reach["stages"][0]["questions"] = [{"family": "gripper_closer", "subjects": ["target"], "desired": True,
+                                        "weight": 1.0}]
+    mine = tmp_path / "my_reach.yaml"
+    mine.write_text(yaml.safe_dump(reach))
+    cfg = ClosedLoopConfig(tasks=("reach",), methods=("oracle-rank",), splits=("id",), seeds=1, num_proposals=3,
+                           base_policy="noisy", max_steps=16, out=str(tmp_path / "cl"), objectives={"reach": str(mine)})
+    summary = run_closed_loop(cfg, progress=False)
+    (ep,) = read_episodes(tmp_path / "cl" / "episodes.jsonl")
+    assert ep.stages == ["approach", "approach"]          # planned with the override, twice in 16 steps
+    settings = json.loads((tmp_path / "cl" / "settings.json").read_text())
+    assert settings["objectives"]["reach"]["stages"][0]["name"] == "approach"
+    assert f"reach objective `{mine}`" in to_markdown(summary)
+
+    with pytest.raises(ValueError, match="objective of reach"):          # the shipped reach.yaml
+        run_closed_loop(replace(cfg, objectives={}), progress=False)
+    assert len(read_episodes(tmp_path / "cl" / "episodes.jsonl")) == 1
+    run_closed_loop(replace(cfg, methods=("base",), objectives={}), progress=False)
+    assert len(read_episodes(tmp_path / "cl" / "episodes.jsonl")) == 2
+    assert json.loads((tmp_path / "cl" / "settings.json").read_text())["objectives"] == settings["objectives"]
+
+    with pytest.raises(ValueError, match="is an objective for task 'reach', not 'push'"):
+        replace(cfg, tasks=("push",), objectives={"push": str(mine)})
+    with pytest.raises(ValueError, match="not a task of env"):
+        replace(cfg, objectives={"fly": str(mine)})
+    with pytest.raises(ValueError, match="not found"):
+        replace(cfg, objectives={"reach": str(tmp_path / "none.yaml")})
+
+
 def test_oracle_rank_plans_with_the_simulator(tmp_path):
     """oracle-rank needs no world model: the proposals are ranked by executing them in the scene."""
     cfg = ClosedLoopConfig(tasks=("pick",), methods=("base", "oracle-rank"), splits=("id",), seeds=2,
@@ -198,3 +236,6 @@ def test_cli_runs_reports_and_refuses_bad_planner_configs(tmp_path):
         r = run_swm("eval", "closed-loop", "--tasks", "reach", "--methods", "swm-rank", "--seeds", "1",
                     "--split", "id", "--planner-config", bad, "--out", str(tmp_path / "bad"))
         assert r.returncode == 2 and says in r.stdout, r.stdout[-1000:]
+    r = run_swm("eval", "closed-loop", "--tasks", "reach", "--methods", "oracle-rank", "--seeds", "1", "--split", "id",
+                "--task-config", "reach", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "TASK=YAML" in r.stdout, r.stdout[-1000:]

@@ -27,12 +27,14 @@ thinks the cube is), `scripted` is OGBench's own oracle, and the world model is 
 OOD variants here: split `id` only.
 
 `--planner-config swm-grad=my_grad.yaml` runs a method with another planner config than
-config/planner/<opt>.yaml (to try planner settings on the benchmark's scenes).
+config/planner/<opt>.yaml (to try planner settings on the benchmark's scenes), and
+`--task-config push=my_push.yaml` plans push (and lets oracle-rank rank) with another task
+objective than config/tasks/push.yaml; the task's success check is the env's either way.
 
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
 resumes where it stopped. <out>/settings.json records what the episodes depend on (env, world
 model, base policy, proposals, execute steps, image size, step budget, each planner's full
-config); a run in the same <out> with other settings is refused rather than mixed in. Tasks,
+config, each task's full objective); a run in the same <out> with other settings is refused rather than mixed in. Tasks,
 methods, splits and seeds may change: they only pick which episodes run. The summary (JSON with
 a `results` list, Markdown, bar chart) is rebuilt from all episodes on disk that match the
 requested grid.
@@ -122,6 +124,7 @@ class ClosedLoopConfig:
     threads: int = 2
     out: str = "runs/closed_loop"
     planners: dict[str, str] = field(default_factory=dict)   # "swm-grad" -> planner YAML; else config/planner/grad.yaml
+    objectives: dict[str, str] = field(default_factory=dict)  # "push" -> task objective YAML; else config/tasks/push.yaml
 
     def __post_init__(self) -> None:
         setup = env_setup(self.env)
@@ -151,6 +154,12 @@ class ClosedLoopConfig:
             if planner.method != method[4:]:
                 raise ValueError(f"{self.planners[method]} is a {planner.method!r} planner; {method} needs "
                                  f"method: {method[4:]}")
+        for task, path in self.objectives.items():
+            if task not in setup.tasks:
+                raise ValueError(f"a task objective for {task!r}: not a task of env {self.env!r} ({setup.tasks})")
+            objective = self.task_objective(task)      # a missing or malformed file fails here
+            if objective.config.task != task:
+                raise ValueError(f"{path} is an objective for task {objective.config.task!r}, not {task!r}")
         if self.first_seed < 0:
             raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
 
@@ -159,6 +168,10 @@ class ClosedLoopConfig:
         from swm_ros.planning.planner import load_planner_config
 
         return load_planner_config(self.planners.get(method, method[4:]))
+
+    def task_objective(self, task: str):
+        """The objective a task is planned with: its override, else config/tasks/<task>.yaml."""
+        return _load_task_objective(self.objectives.get(task, task))
 
 
 def variant_for(split: str, episode: int) -> str:
@@ -171,12 +184,12 @@ def variant_for(split: str, episode: int) -> str:
 # ---------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _task_objective(task: str):
-    """A task's objective, read from its YAML once per process, not once per episode (and
-    once more for the oracle's labels)."""
+def _load_task_objective(task_or_path: str):
+    """A task objective, read from its YAML once per process, not once per episode (and once
+    more for the oracle's labels)."""
     from swm_ros.planning.tasks import load_task_objective
 
-    return load_task_objective(task)
+    return load_task_objective(task_or_path)
 
 
 class Controller:
@@ -196,20 +209,21 @@ class Controller:
 
             self.planner = Planner(cfg.planner_config(method), model=model,
                                    image_processor=lambda frame: model.process_frames(frame)[0],
-                                   task_objectives=_task_objective)
+                                   task_objectives=cfg.task_objective)
         self.oracle = None
         if method == "oracle-rank":
             from swm_ros.evaluation.oracle import SimulatorOracle
             from swm_ros.planning.planner import Planner, load_planner_config
 
             self.oracle = SimulatorOracle(env)
-            self.planner = Planner(load_planner_config("rank"), query=self.oracle, task_objectives=_task_objective)
+            self.planner = Planner(load_planner_config("rank"), query=self.oracle,
+                                   task_objectives=cfg.task_objective)
 
     def reset(self, spec, seed: int) -> None:
         self.policy.reset(spec, seed=seed)
         if self.planner is not None:
             if self.oracle is not None:
-                self.oracle.set_task(spec, _task_objective(spec.name))
+                self.oracle.set_task(spec, self.cfg.task_objective(spec.name))
             self.planner.set_task(spec)
 
     def next_chunk(self, obs) -> np.ndarray:
@@ -317,30 +331,35 @@ def episode_settings(cfg: ClosedLoopConfig) -> dict[str, Any]:
     """What this run's episodes depend on (None: not used by the methods run)."""
     planners = {m: asdict(cfg.planner_config(m)) for m in cfg.methods if m.startswith("swm-")}
     proposing = any(m.startswith("swm-") or m == "oracle-rank" for m in cfg.methods)
+    objectives = {t: asdict(cfg.task_objective(t).config) for t in cfg.tasks} if proposing else {}
     learned = any(m != "scripted" for m in cfg.methods)          # the expert is the env's, not --policy
     return {"env": cfg.env, "render_size": list(cfg.render_size), "max_steps": cfg.max_steps,
             "execute_steps": cfg.execute_steps, "base_policy": cfg.base_policy if learned else None,
             "world_model": cfg.world_model if planners else None,
-            "num_proposals": cfg.num_proposals if proposing else None, "planners": planners}
+            "num_proposals": cfg.num_proposals if proposing else None, "planners": planners,
+            "objectives": objectives}
 
 
 def check_settings(out: Path, cfg: ClosedLoopConfig) -> None:
     """Refuse to add episodes to `out` that were run with other settings than those already
-    there; record the union (methods and their planners accumulate across runs)."""
+    there; record the union (methods and their planners, tasks and their objectives accumulate
+    across runs)."""
     path = out / SETTINGS_FILE
     now = json.loads(json.dumps(episode_settings(cfg)))       # as it reads back (tuples -> lists)
     if not path.is_file():
         path.write_text(json.dumps(now, indent=2) + "\n")
         return
     before = json.loads(path.read_text())
-    differ = [k for k in now if k != "planners" and None not in (now[k], before.get(k)) and now[k] != before.get(k)]
-    differ += [f"planner of {m}" for m, c in now["planners"].items()
-               if m in before.get("planners", {}) and c != before["planners"][m]]
+    keyed = {"planners": "planner of", "objectives": "objective of"}      # per method / per task
+    differ = [k for k in now if k not in keyed and None not in (now[k], before.get(k)) and now[k] != before.get(k)]
+    for k, what in keyed.items():
+        differ += [f"{what} {name}" for name, c in now[k].items() if name in before.get(k, {}) and c != before[k][name]]
     if differ:
         raise ValueError(f"{out} holds episodes run with other settings ({', '.join(differ)}; see {path}): "
                          f"give another --out, or the same settings to resume")
     merged = {k: before.get(k) if now[k] is None else now[k] for k in now}
-    merged["planners"] = {**before.get("planners", {}), **now["planners"]}
+    for k in keyed:
+        merged[k] = {**before.get(k, {}), **now[k]}
     path.write_text(json.dumps(merged, indent=2) + "\n")
 
 
@@ -389,7 +408,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     lines = ["# Closed-loop evaluation", "",
              f"Env `{c.get('env', NICOL_ENV)}`, world model `{c['world_model']}`, base policy `{c['base_policy']}`, {c['num_proposals']} proposals, "
              f"execute {c['execute_steps']} actions then replan; seeds {first}..{first + c['seeds'] - 1}"
-             + "".join(f"; {m} planner `{path}`" for m, path in sorted(c.get("planners", {}).items())) + ".", "",
+             + "".join(f"; {m} planner `{path}`" for m, path in sorted(c.get("planners", {}).items()))
+             + "".join(f"; {t} objective `{path}`" for t, path in sorted(c.get("objectives", {}).items())) + ".", "",
              "| task | split | method | success | 95 % CI | episodes | steps | plan ms median | plan ms p95 |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None else f"{x:.1f}"
@@ -437,13 +457,14 @@ def write_reports(summary: dict[str, Any], out: Path) -> None:
     plot_results(summary, out / "success.png")
 
 
-def _planner_overrides(pairs: list[str]) -> dict[str, str]:
+def _overrides(flag: str, metavar: str, example: str, pairs: list[str]) -> dict[str, str]:
+    """`NAME=YAML` pairs of a repeatable flag -> {NAME: YAML}."""
     out = {}
     for pair in pairs:
-        method, sep, path = pair.partition("=")
-        if not sep or not method or not path:
-            raise ValueError(f"--planner-config takes METHOD=YAML (e.g. swm-grad=my_grad.yaml), got {pair!r}")
-        out[method] = path
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} takes {metavar} (e.g. {example}), got {pair!r}")
+        out[name] = path
     return out
 
 
@@ -457,7 +478,10 @@ def cli_eval_closed_loop(args: Any) -> int:
                                first_seed=SEED_BASE if args.first_seed is None else args.first_seed,
                                world_model=args.checkpoint, base_policy=args.policy,
                                max_steps=args.max_steps, threads=args.threads, out=args.out,
-                               planners=_planner_overrides(args.planner_config or []))
+                               planners=_overrides("--planner-config", "METHOD=YAML", "swm-grad=my_grad.yaml",
+                                                   args.planner_config or []),
+                               objectives=_overrides("--task-config", "TASK=YAML", "push=my_push.yaml",
+                                                     args.task_config or []))
         summary = run_closed_loop(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval closed-loop: {e}")

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from swm_ros.evaluation.closed_loop import (NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller, _task_objective,
+from swm_ros.evaluation.closed_loop import (NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller,
                                            env_setup, run_episode)
 
 
@@ -104,7 +104,7 @@ class _ScoringController(Controller):
 
     def reset(self, spec, seed: int) -> None:
         super().reset(spec, seed)
-        self.judge.set_task(spec, _task_objective(spec.name))
+        self.judge.set_task(spec, self.cfg.task_objective(spec.name))
 
     def planned(self, obs, proposals: np.ndarray, report) -> None:
         import torch
