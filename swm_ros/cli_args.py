@@ -15,6 +15,12 @@ BAG_TOPIC_ARGS: list[Arg] = [
     (("--task-info-topic",), dict(default=None, help="override: TaskInfo topic")),
 ]
 
+# closed-loop benchmark and ranking: plan a task with another objective
+TASK_CONFIG: Arg = (("--task-config",), dict(action="append", default=None, metavar="TASK=YAML",
+                                             help="plan a task with this objective instead of "
+                                                  "config/tasks/<task>.yaml (repeatable; success is "
+                                                  "still the env's check)"))
+
 ARGUMENTS: dict[str, list[Arg]] = {
     "cli_up": [
         (("graph",), dict(help="graph name in config/graphs (e.g. sim) or a path to a graph YAML")),
@@ -62,9 +68,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--planner-config",), dict(action="append", default=None, metavar="METHOD=YAML",
                                      help="run a swm-* method with this planner config instead of "
                                           "config/planner/<opt>.yaml (repeatable)")),
-        (("--task-config",), dict(action="append", default=None, metavar="TASK=YAML",
-                                  help="plan a task with this objective instead of config/tasks/<task>.yaml "
-                                       "(repeatable; success is still the env's check)")),
+        TASK_CONFIG,
         (("--threads",), dict(type=int, default=2, help="torch CPU threads")),
         (("--out",), dict(default="runs/closed_loop", help="results directory (resumable)")),
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
@@ -78,6 +82,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--checkpoint",), dict(default=None, help="world-model checkpoint (default: the shipped tiny model)")),
         (("--planner",), dict(default="grad", help="planner config driving the episodes: a name under "
                                                    "config/planner/ or a YAML path")),
+        TASK_CONFIG,
         (("--min-spread",), dict(type=float, default=0.05, help="count a replan only where the oracle's scores "
                                                                 "of the proposals differ by more than this")),
         (("--threads",), dict(type=int, default=1, help="torch CPU threads")),

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from swm_cli import run_swm
 from swm_ros.evaluation.ranking import RankingConfig, ranking_metrics
@@ -52,9 +53,16 @@ def test_bad_config_is_refused():
 
 
 def test_cli_ranks_real_proposals_against_the_simulator(tmp_path):
-    """Shipped model and learned policy on a real scene: every replan scored both ways."""
+    """Shipped model and learned policy on a real scene: every replan scored both ways, here
+    with a task objective of the user's (push asked only whether the blocks touch)."""
+    from swm_ros.planning.tasks import task_config_path
+
+    push = yaml.safe_load(task_config_path("push").read_text())
+    push["stages"][0]["questions"] = push["stages"][0]["questions"][:1]
+    mine = tmp_path / "touch_only.yaml"
+    mine.write_text(yaml.safe_dump(push))
     r = run_swm("eval", "ranking", "--tasks", "push", "--seeds", "1", "--min-spread", "0",
-                "--out", str(tmp_path), "--json")
+                "--task-config", f"push={mine}", "--out", str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     (res,) = summary["results"]
@@ -65,6 +73,11 @@ def test_cli_ranks_real_proposals_against_the_simulator(tmp_path):
         assert np.isfinite(res["planned_recovered"]) and 0.0 <= res["planned_beats_best"] <= 1.0
     assert json.loads((tmp_path / "ranking.json").read_text())["results"] == summary["results"]
     assert "| push |" in (tmp_path / "ranking.md").read_text()
+    assert summary["config"]["objectives"] == {"push": str(mine)} and f"push objective `{mine}`" in \
+        (tmp_path / "ranking.md").read_text()
+    reach = run_swm("eval", "ranking", "--tasks", "push", "--seeds", "1", "--out", str(tmp_path / "bad"),
+                    "--task-config", f"push={task_config_path('reach')}")
+    assert reach.returncode == 2 and "is an objective for task 'reach', not 'push'" in reach.stdout
     bad = run_swm("eval", "ranking", "--tasks", "fly", "--seeds", "1", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "unknown task" in bad.stdout
     no_planner = run_swm("eval", "ranking", "--tasks", "push", "--seeds", "1", "--planner", "gradient-descent",

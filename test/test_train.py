@@ -362,6 +362,16 @@ def test_block_targets_point_entity_words_at_the_effector(saqa_file):
     assert not far(np.array([e]), np.array([t]))[1][0, n:].any()
 
 
+def _assert_same_answers(a, b, atol: float) -> None:
+    """Two models give the same logits on random frames and chunks, for questions of known words."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
+    actions = rng.uniform(-1, 1, (3, 12, 5)).astype(np.float32)
+    questions = ["is the red block touching the blue block?", "has the gripper moved left?"]
+    torch.testing.assert_close(a.answer_logits(images, actions, questions), b.answer_logits(images, actions, questions),
+                               atol=atol, rtol=0)
+
+
 def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     """init_from loads a checkpoint's weights (the first run here) into a new run with its own
     schedule; a checkpoint whose weights do not fit the model is refused by name."""
@@ -403,12 +413,7 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     d = deep.state_dict()
     assert all(torch.equal(a[k], d[k]) for k in a)
     assert not d[f"blocks.{layers}.qkv.weight"].eq(0).all(), "a grown block's own weights are initialised"
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
-    actions = rng.uniform(-1, 1, (3, 12, 5)).astype(np.float32)
-    questions = ["is the red block touching the blue block?", "has the gripper moved left?"]
-    torch.testing.assert_close(deep.answer_logits(images, actions, questions),
-                               shallow.answer_logits(images, actions, questions), atol=1e-5, rtol=0)
+    _assert_same_answers(deep, shallow, atol=1e-5)
 
     wider = {**cfg, "init_from": str(first), "model": {**cfg["model"], "d_model": 48, "heads": 2}}
     cfg_path.write_text(yaml.safe_dump(wider))
@@ -453,12 +458,7 @@ def test_init_from_grows_the_vocabulary_by_new_words(saqa_file, tmp_path):
     for word in old.vocabulary:
         assert torch.equal(w_new["word_emb.weight"][new.tokenizer.ids[word]], w_old["word_emb.weight"][old.tokenizer.ids[word]])
     assert w_new["word_emb.weight"][new.tokenizer.ids["nearer"]].abs().sum() > 0, "a new word gets a fresh init"
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
-    actions = rng.uniform(-1, 1, (2, 12, 5)).astype(np.float32)
-    questions = ["is the red block touching the blue block?", "did the red block move to the left?"]
-    torch.testing.assert_close(new.answer_logits(images, actions, questions),
-                               old.answer_logits(images, actions, questions), atol=1e-6, rtol=0)
+    _assert_same_answers(new, old, atol=1e-6)
 
     # a checkpoint that knows a word the model does not: refused, by name
     (smaller / "config.yaml").write_text(yaml.safe_dump({**config, "vocabulary": [*vocab[:-1], "zebra"]}))

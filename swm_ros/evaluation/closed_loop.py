@@ -468,6 +468,11 @@ def _overrides(flag: str, metavar: str, example: str, pairs: list[str]) -> dict[
     return out
 
 
+def task_objective_overrides(pairs: list[str]) -> dict[str, str]:
+    """--task-config TASK=YAML pairs -> {task: YAML}."""
+    return _overrides("--task-config", "TASK=YAML", "push=my_push.yaml", pairs)
+
+
 def cli_eval_closed_loop(args: Any) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")     # before the env check below imports MuJoCo (OGBench)
     csv = lambda s: tuple(x for x in s.split(",") if x)
@@ -480,8 +485,7 @@ def cli_eval_closed_loop(args: Any) -> int:
                                max_steps=args.max_steps, threads=args.threads, out=args.out,
                                planners=_overrides("--planner-config", "METHOD=YAML", "swm-grad=my_grad.yaml",
                                                    args.planner_config or []),
-                               objectives=_overrides("--task-config", "TASK=YAML", "push=my_push.yaml",
-                                                     args.task_config or []))
+                               objectives=task_objective_overrides(args.task_config or []))
         summary = run_closed_loop(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval closed-loop: {e}")

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from swm_ros.evaluation.closed_loop import (NICOL_ENV, SEED_BASE, ClosedLoopConfig, Controller,
-                                           env_setup, run_episode)
+                                           env_setup, run_episode, task_objective_overrides)
 
 
 @dataclass
@@ -48,6 +48,7 @@ class RankingConfig:
     execute_steps: int = 8
     world_model: str | None = None             # None: the shipped model
     planner: str = "grad"                      # config/planner/<name>.yaml or a YAML path
+    objectives: dict[str, str] = field(default_factory=dict)   # task -> objective YAML; else config/tasks/<task>.yaml
     min_spread: float = 0.05                   # oracle best - worst below this: the replan is not counted
     threads: int = 1
     out: str = "runs/ranking"
@@ -138,7 +139,7 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
     loop_cfg = ClosedLoopConfig(env=NICOL_ENV, tasks=cfg.tasks, methods=(method,), splits=("id",),
                                 seeds=cfg.seeds, first_seed=cfg.first_seed, num_proposals=cfg.num_proposals,
                                 execute_steps=cfg.execute_steps, world_model=cfg.world_model, threads=cfg.threads,
-                                planners={method: cfg.planner})
+                                planners={method: cfg.planner}, objectives=cfg.objectives)
     model = load_world_model(loop_cfg.world_model, proprio=True)
     env = make_env(NICOL_ENV, task=cfg.tasks[0], image_size=tuple(loop_cfg.render_size),
                    cameras=(env_setup(NICOL_ENV).camera,), seed=cfg.first_seed)
@@ -164,7 +165,8 @@ def to_markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Proposal ranking: world model `{summary['world_model']}` against the simulator", "",
              f"{c['num_proposals']} proposals per replan, seeds {c['first_seed']}..{c['first_seed'] + c['seeds'] - 1}, "
              f"replans counted where the oracle's scores spread > {c['min_spread']}; planner "
-             f"`{c.get('planner', 'grad')}` drives.", "",
+             f"`{c.get('planner', 'grad')}` drives"
+             + "".join(f"; {t} objective `{path}`" for t, path in sorted(c.get("objectives", {}).items())) + ".", "",
              "| task | replans (counted) | top-1 agrees | random top-1 | regret | best - mean | recovered | spearman "
              "| planned: recovered | planned beats best |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -186,7 +188,8 @@ def cli_eval_ranking(args: Any) -> int:
         cfg = RankingConfig(tasks=tuple(t for t in args.tasks.split(",") if t), seeds=args.seeds,
                             first_seed=args.first_seed, num_proposals=args.num_proposals,
                             world_model=args.checkpoint, planner=args.planner, min_spread=args.min_spread,
-                            threads=args.threads, out=args.out)
+                            threads=args.threads, out=args.out,
+                            objectives=task_objective_overrides(args.task_config or []))
         summary = rank_agreement(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval ranking: {e}")
