@@ -76,6 +76,7 @@ def test_each_optimiser_improves_a_known_objective(method: str) -> None:
     raw = objective.score(props)
     assert out.base_score == pytest.approx(float(raw.max()), abs=1e-6)
     assert out.iteration_scores[0] == pytest.approx(out.base_score)
+    np.testing.assert_allclose(out.proposal_scores, raw.numpy(), atol=1e-6)     # each proposal's, in order
     assert all(b >= a for a, b in zip(out.iteration_scores, out.iteration_scores[1:])), out.iteration_scores
     assert out.best_score == pytest.approx(out.iteration_scores[-1])
     assert float(objective.score(torch.from_numpy(out.best)[None])) == pytest.approx(out.best_score, abs=1e-5)
@@ -84,6 +85,19 @@ def test_each_optimiser_improves_a_known_objective(method: str) -> None:
     assert out.best_score > out.base_score + 0.2, (out.base_score, out.best_score)
     assert out.best.shape == (H, A) and out.best.dtype == np.float32
     assert np.all(np.abs(out.best) <= 1.0)
+
+
+@pytest.mark.parametrize("method,config", [("grad", GradientConfig(refine_top=1)), ("grad", GradientConfig(refine_top=0)),
+                                           ("mppi", MPPIConfig(samples=2)), ("cem", CEMConfig(samples=16)),
+                                           ("rank", RankConfig())])
+def test_every_optimiser_reports_the_raw_proposals_scores(method: str, config) -> None:
+    """Whatever it samples or refines, the outcome says how each raw proposal scored (what a
+    planner ranked them by), in the proposals' order."""
+    props = _proposals(n=6)
+    objective = Bowl(_goal())
+    out = optimise(method, props, objective, config, generator=torch.Generator().manual_seed(1))
+    np.testing.assert_allclose(out.proposal_scores, objective.score(props).numpy(), atol=1e-6)
+    assert out.base_score == pytest.approx(float(out.proposal_scores.max()), abs=1e-6)
 
 
 def test_gradient_reaches_the_box_edge_and_never_leaves_the_box() -> None:

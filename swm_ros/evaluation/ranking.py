@@ -97,7 +97,6 @@ class _ScoringController(Controller):
         from swm_ros.evaluation.oracle import SimulatorOracle
 
         super().__init__(cfg.methods[0], cfg, model, env)
-        self.model = model
         self.judge = SimulatorOracle(env)
         self.model_scores: list[np.ndarray] = []
         self.oracle_scores: list[np.ndarray] = []
@@ -110,17 +109,16 @@ class _ScoringController(Controller):
     def planned(self, obs, proposals: np.ndarray, report) -> None:
         import torch
 
-        from swm_ros.planning.objective import ModelScorer, RemoteScorer
+        from swm_ros.planning.objective import RemoteScorer
 
-        image = obs.images[self.camera]
-        chunks, objective = torch.from_numpy(proposals), self.planner.config.objective
-        with torch.no_grad():
-            m = ModelScorer(self.model, self.model.process_frames(image)[0], obs.proprio) \
-                .objective(report.questions, objective).score(chunks)
+        # the model's scores are the planner's own ranking of these proposals; the judge scores
+        # them and the chosen chunk on the same stage's questions
+        chunks = torch.from_numpy(np.asarray(proposals, dtype=np.float32))
         chosen = torch.from_numpy(np.asarray(report.chunk, dtype=np.float32)[None])
-        o = RemoteScorer(self.judge, image).objective(report.questions, objective).score(torch.cat([chunks, chosen]))
+        o = RemoteScorer(self.judge, obs.images[self.camera]).objective(report.questions, self.planner.config.objective) \
+            .score(torch.cat([chunks, chosen]))
         o = np.asarray(o, dtype=float)
-        self.model_scores.append(m.cpu().numpy())
+        self.model_scores.append(report.outcome.proposal_scores)
         self.oracle_scores.append(o[:-1])
         self.planned_scores.append(float(o[-1]))
 

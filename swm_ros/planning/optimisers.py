@@ -111,6 +111,7 @@ class PlanOutcome:
     final_scores: np.ndarray            # (M,) scores of the last iterate / population
     evaluations: int                    # candidate chunks scored
     seconds: float = 0.0
+    proposal_scores: np.ndarray | None = None   # (N,) the raw proposals' scores, in their order
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -149,11 +150,12 @@ def _out_of_time(t0: float, max_seconds: float) -> bool:
 
 
 def _outcome(best: _Best, base: float, final: torch.Tensor, objective: Objective, t0: float,
-             **extra: Any) -> PlanOutcome:
+             proposal_scores: torch.Tensor, **extra: Any) -> PlanOutcome:
     return PlanOutcome(best=best.chunk.cpu().numpy().astype(np.float32), best_score=best.score, base_score=base,
                        iteration_scores=best.history, final_scores=final.detach().cpu().numpy(),
                        evaluations=int(getattr(objective, "evaluations", 0)),
-                       seconds=time.perf_counter() - t0, extra=extra)
+                       seconds=time.perf_counter() - t0,
+                       proposal_scores=proposal_scores.detach().cpu().numpy().astype(np.float64), extra=extra)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,15 +168,15 @@ def optimise_gradient(proposals: torch.Tensor, objective: Objective, config: Gra
                          "process); a remote world model only answers probabilities: use mppi, cem or rank")
     t0 = time.perf_counter()
     x = _check_inputs(proposals, bound)
-    best, base = _Best(x), None
+    best, base, ranked = _Best(x), None, None
     if 0 < cfg.refine_top < len(x):
         # rank all proposals without a graph, then climb from the best few: the gradient steps,
         # forward and backward, cost a fraction (refine_top / N) of refining all of them
         with torch.no_grad():
-            prob = objective.scores(x).probability
-        best.offer(x, prob)
+            ranked = objective.scores(x).probability
+        best.offer(x, ranked)
         base = best.score
-        x = x[torch.topk(prob, cfg.refine_top).indices]
+        x = x[torch.topk(ranked, cfg.refine_top).indices]
     x = x.clone().requires_grad_(True)
     opt = (torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.SGD)([x], lr=cfg.lr)
     final = torch.zeros(0)
@@ -183,8 +185,8 @@ def optimise_gradient(proposals: torch.Tensor, objective: Objective, config: Gra
         prob = s.probability.detach()
         best.offer(x, prob)
         best.record()
-        if base is None:
-            base = best.score
+        if base is None:                 # iteration 0 of refining every proposal: their raw scores
+            base, ranked = best.score, prob
         final = prob
         if it == cfg.iterations or _out_of_time(t0, cfg.max_seconds):
             break
@@ -198,7 +200,7 @@ def optimise_gradient(proposals: torch.Tensor, objective: Objective, config: Gra
         opt.step()
         with torch.no_grad():
             x.clamp_(-bound, bound)
-    return _outcome(best, base, final, objective, t0)
+    return _outcome(best, base, final, objective, t0, ranked)
 
 
 def _randn(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -221,7 +223,7 @@ def _score_first_population(x: torch.Tensor, samples: int, init_std: float, boun
                             generator: torch.Generator | None, objective: Objective, best: "_Best"
                             ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The proposals plus noisy copies up to `samples`, scored; the raw proposals' best is
-    recorded as iteration 0 and returned as the base score."""
+    recorded as iteration 0 and returned as the base score (their scores are the first N)."""
     n = x.shape[0]
     pop = _first_population(x, max(samples, n), init_std, bound, generator)
     scores = objective.score(pop)
@@ -240,6 +242,7 @@ def optimise_mppi(proposals: torch.Tensor, objective: Objective, config: MPPICon
     best = _Best(x)
     with torch.no_grad():
         pop, scores, base = _score_first_population(x, cfg.samples, cfg.init_std, bound, generator, objective, best)
+        ranked = scores[:len(x)]
         for _ in range(cfg.iterations):
             w = torch.softmax(scores / cfg.temperature, dim=0)[:, None, None]
             mean = (w * pop).sum(0)
@@ -250,7 +253,7 @@ def optimise_mppi(proposals: torch.Tensor, objective: Objective, config: MPPICon
             best.record()
             if _out_of_time(t0, cfg.max_seconds):
                 break
-    return _outcome(best, base, scores, objective, t0)
+    return _outcome(best, base, scores, objective, t0, ranked)
 
 
 def optimise_cem(proposals: torch.Tensor, objective: Objective, config: CEMConfig | None = None,
@@ -261,6 +264,7 @@ def optimise_cem(proposals: torch.Tensor, objective: Objective, config: CEMConfi
     best = _Best(x)
     with torch.no_grad():
         pop, scores, base = _score_first_population(x, cfg.samples, cfg.init_std, bound, generator, objective, best)
+        ranked = scores[:len(x)]
         k = min(cfg.elites, len(pop))
         top = torch.topk(scores, k).indices
         elites, elite_scores = pop[top], scores[top]
@@ -278,7 +282,7 @@ def optimise_cem(proposals: torch.Tensor, objective: Objective, config: CEMConfi
             elites, elite_scores = both[top], both_scores[top]
             if _out_of_time(t0, cfg.max_seconds):
                 break
-    return _outcome(best, base, scores, objective, t0)
+    return _outcome(best, base, scores, objective, t0, ranked)
 
 
 def optimise_rank(proposals: torch.Tensor, objective: Objective, config: RankConfig | None = None,
@@ -290,7 +294,7 @@ def optimise_rank(proposals: torch.Tensor, objective: Objective, config: RankCon
         scores = objective.score(x)
     best.offer(x, scores)
     best.record()
-    return _outcome(best, best.score, scores, objective, t0)
+    return _outcome(best, best.score, scores, objective, t0, scores)
 
 
 Optimiser = Callable[..., PlanOutcome]
