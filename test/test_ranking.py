@@ -45,6 +45,21 @@ def test_planned_chunk_against_the_proposals():
     assert "planned_recovered" not in ranking_metrics(model, oracle, 0.05)
 
 
+def test_overrating_of_the_pick_and_the_planned_chunk():
+    """What the model believes of its choice minus what the simulator says, on counted replans."""
+    oracle = [np.array([0.1, 0.9, 0.5, 0.3]), np.array([0.5, 0.5, 0.5, 0.51]), np.array([0.8, 0.2, 0.2, 0.6])]
+    honest = ranking_metrics([o.copy() for o in oracle], oracle, 0.05, planned_scores=[0.9, 0.0, 0.8],
+                             planned_model_scores=[0.9, 0.7, 0.8])
+    assert honest["pick_overrated"] == pytest.approx(0.0) and honest["planned_overrated"] == pytest.approx(0.0)
+    # the model likes the worst proposal of the first replan at 0.7 (true 0.1), and believes
+    # the planned chunks score 0.95 where the simulator gives 0.5 and 0.6
+    fooled = ranking_metrics([np.array([0.7, 0.2, 0.2, 0.2]), oracle[1], oracle[2]], oracle, 0.05,
+                             planned_scores=[0.5, 0.0, 0.6], planned_model_scores=[0.95, 0.0, 0.95])
+    assert fooled["pick_overrated"] == pytest.approx(np.mean([0.7 - 0.1, 0.0]))
+    assert fooled["planned_overrated"] == pytest.approx(np.mean([0.45, 0.35]))
+    assert "planned_overrated" not in ranking_metrics(oracle, oracle, 0.05, planned_scores=[0.9, 0.0, 0.8])
+
+
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="at least 2 proposals"):
         RankingConfig(num_proposals=1)
@@ -71,6 +86,7 @@ def test_cli_ranks_real_proposals_against_the_simulator(tmp_path):
         assert 0.0 <= res["top1_agrees"] <= 1.0 and 0.0 < res["random_top1"] <= 1.0
         assert res["regret"] >= 0.0 and res["best_minus_mean"] >= 0.0
         assert np.isfinite(res["planned_recovered"]) and 0.0 <= res["planned_beats_best"] <= 1.0
+        assert -1.0 <= res["pick_overrated"] <= 1.0 and -1.0 <= res["planned_overrated"] <= 1.0
     assert json.loads((tmp_path / "ranking.json").read_text())["results"] == summary["results"]
     assert "| push |" in (tmp_path / "ranking.md").read_text()
     assert summary["config"]["objectives"] == {"push": str(mine)} and f"push objective `{mine}`" in \

@@ -19,6 +19,10 @@ choice is as good):
                   the gradient steps for swm-grad): above `recovered` when refining helps, above
                   1 when the refined chunk beats every raw proposal
   planned_beats_best share of replans where that chunk scores above the oracle's best proposal
+  pick_overrated  the model's score of its pick - the oracle's (mean): how much the model
+                  overrates the proposal it likes best
+  planned_overrated the same for the executed chunk: above `pick_overrated` when the gradient
+                  steps find what the model likes more than what the chunk does
 
 `--planner` picks the planner config (config/planner/<name>.yaml or a YAML path) that drives the
 episodes, so planner settings can be compared by what the simulator says of their chunks.
@@ -61,9 +65,11 @@ class RankingConfig:
 
 
 def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarray], min_spread: float,
-                    planned_scores: list[float] | None = None) -> dict[str, Any]:
+                    planned_scores: list[float] | None = None,
+                    planned_model_scores: list[float] | None = None) -> dict[str, Any]:
     """The module docstring's figures from per-replan score vectors (same proposals, same order)
-    and, when given, the oracle's score of the chunk the planner chose at each replan."""
+    and, when given, the oracle's and the model's scores of the chunk the planner chose at each
+    replan."""
     from scipy.stats import spearmanr
 
     pairs = [(np.asarray(m, float), np.asarray(o, float)) for m, o in zip(model_scores, oracle_scores)]
@@ -80,11 +86,15 @@ def ranking_metrics(model_scores: list[np.ndarray], oracle_scores: list[np.ndarr
                random_top1=float(np.mean([np.mean(o >= b) for (_, o), b in zip(used, best)])),
                regret=float(regret), best_minus_mean=float(gain),
                recovered=float(1.0 - regret / gain),      # gain > 0: the scores spread on every replan used
-               spearman=float(np.nanmean(rho)) if rho else None)
+               spearman=float(np.nanmean(rho)) if rho else None,
+               pick_overrated=float(np.mean([m.max() - o[m.argmax()] for m, o in used])))
     if planned_scores is not None:
         planned = np.asarray(planned_scores, float)[np.asarray(keep)]
         out.update(planned_recovered=float(np.mean([p - o.mean() for p, (_, o) in zip(planned, used)]) / gain),
                    planned_beats_best=float(np.mean([p > o.max() + 1e-9 for p, (_, o) in zip(planned, used)])))
+        if planned_model_scores is not None:
+            believed = np.asarray(planned_model_scores, float)[np.asarray(keep)]
+            out["planned_overrated"] = float(np.mean(believed - planned))
     return out
 
 
@@ -101,6 +111,7 @@ class _ScoringController(Controller):
         self.model_scores: list[np.ndarray] = []
         self.oracle_scores: list[np.ndarray] = []
         self.planned_scores: list[float] = []
+        self.planned_model_scores: list[float] = []
 
     def reset(self, spec, seed: int) -> None:
         super().reset(spec, seed)
@@ -121,6 +132,7 @@ class _ScoringController(Controller):
         self.model_scores.append(report.outcome.proposal_scores)
         self.oracle_scores.append(o[:-1])
         self.planned_scores.append(float(o[-1]))
+        self.planned_model_scores.append(float(report.outcome.best_score))
 
 
 def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
@@ -148,7 +160,8 @@ def rank_agreement(cfg: RankingConfig, progress: bool = True) -> dict[str, Any]:
             for e in tqdm(range(cfg.seeds), desc=f"ranking {task}", unit="ep", disable=not progress):
                 run_episode(env, controller, task, "id", e, loop_cfg)
             results.append({"task": task, **ranking_metrics(controller.model_scores, controller.oracle_scores,
-                                                            cfg.min_spread, controller.planned_scores)})
+                                                            cfg.min_spread, controller.planned_scores,
+                                                            controller.planned_model_scores)})
     finally:
         env.close()
     summary = {"config": asdict(cfg), "world_model": str(loop_cfg.world_model), "results": results}
@@ -166,18 +179,17 @@ def to_markdown(summary: dict[str, Any]) -> str:
              f"`{c.get('planner', 'grad')}` drives"
              + "".join(f"; {t} objective `{path}`" for t, path in sorted(c.get("objectives", {}).items())) + ".", "",
              "| task | replans (counted) | top-1 agrees | random top-1 | regret | best - mean | recovered | spearman "
-             "| planned: recovered | planned beats best |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| planned: recovered | planned beats best | overrated: pick | overrated: planned |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda r, k: f"{r[k]:.2f}" if r.get(k) is not None else ""
     for r in summary["results"]:
         if "top1_agrees" not in r:
-            lines.append(f"| {r['task']} | {r['replans']} (0) | | | | | | | | |")
+            lines.append(f"| {r['task']} | {r['replans']} (0) | | | | | | | | | | |")
             continue
-        planned = (f"{r['planned_recovered']:.2f} | {r['planned_beats_best']:.2f}" if "planned_recovered" in r
-                   else " | ")
         lines.append(f"| {r['task']} | {r['replans']} ({r['informative']}) | {r['top1_agrees']:.3f} | "
                      f"{r['random_top1']:.3f} | {r['regret']:.3f} | {r['best_minus_mean']:.3f} | "
-                     f"{r['recovered']:.2f} | {'-' if r['spearman'] is None else format(r['spearman'], '.2f')} | "
-                     f"{planned} |")
+                     f"{r['recovered']:.2f} | {fmt(r, 'spearman') or '-'} | {fmt(r, 'planned_recovered')} | "
+                     f"{fmt(r, 'planned_beats_best')} | {fmt(r, 'pick_overrated')} | {fmt(r, 'planned_overrated')} |")
     return "\n".join(lines) + "\n"
 
 
