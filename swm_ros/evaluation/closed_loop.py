@@ -34,10 +34,10 @@ objective than config/tasks/push.yaml; the task's success check is the env's eit
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
 resumes where it stopped. <out>/settings.json records what the episodes depend on (env, world
 model, base policy, proposals, execute steps, image size, step budget, each planner's full
-config, each task's full objective); a run in the same <out> with other settings is refused rather than mixed in. Tasks,
-methods, splits and seeds may change: they only pick which episodes run. The summary (JSON with
-a `results` list, Markdown, bar chart) is rebuilt from all episodes on disk that match the
-requested grid.
+config, each planned task's full objective); a run in the same <out> with other settings is
+refused rather than mixed in. Tasks, methods, splits and seeds may change: they only pick which
+episodes run. The summary (JSON with a `results` list, Markdown, bar chart) is rebuilt from all
+episodes on disk that match the requested grid.
 """
 from __future__ import annotations
 
@@ -468,6 +468,11 @@ def _overrides(flag: str, metavar: str, example: str, pairs: list[str]) -> dict[
     return out
 
 
+def planner_config_overrides(pairs: list[str]) -> dict[str, str]:
+    """--planner-config METHOD=YAML pairs -> {method: YAML}."""
+    return _overrides("--planner-config", "METHOD=YAML", "swm-grad=my_grad.yaml", pairs)
+
+
 def task_objective_overrides(pairs: list[str]) -> dict[str, str]:
     """--task-config TASK=YAML pairs -> {task: YAML}."""
     return _overrides("--task-config", "TASK=YAML", "push=my_push.yaml", pairs)
@@ -483,8 +488,7 @@ def cli_eval_closed_loop(args: Any) -> int:
                                first_seed=SEED_BASE if args.first_seed is None else args.first_seed,
                                world_model=args.checkpoint, base_policy=args.policy,
                                max_steps=args.max_steps, threads=args.threads, out=args.out,
-                               planners=_overrides("--planner-config", "METHOD=YAML", "swm-grad=my_grad.yaml",
-                                                   args.planner_config or []),
+                               planners=planner_config_overrides(args.planner_config or []),
                                objectives=task_objective_overrides(args.task_config or []))
         summary = run_closed_loop(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
