@@ -30,7 +30,8 @@ torch.set_num_threads(2)
 # late fusion only, with words grounded in the frame's colour map, and with the actions'
 # running sums as features too
 CONFIGS = {"late": TinyConfig(grounding=False), "grounded": TinyConfig(grounding=True),
-           "sums": TinyConfig(grounding=True, action_sums=True)}
+           "sums": TinyConfig(grounding=True, action_sums=True),
+           "paths": TinyConfig(grounding=True, action_sums=True, hand_paths=True)}
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -40,7 +41,15 @@ def model(request) -> TinyWorldModel:
     if m.action_sums is not None:        # zero at init: give them weights, so the tests see them act
         for layer in m.action_sums.values():
             torch.nn.init.normal_(layer.weight, std=0.2)
+    if m.hand_paths is not None:
+        _give_hand_paths_weights(m)
     return m
+
+
+def _give_hand_paths_weights(m: TinyWorldModel) -> None:
+    """Hand paths start at zero (M and the output layer): weights, so they act."""
+    torch.nn.init.normal_(m.hand_paths.to_frame.weight, std=0.5)
+    torch.nn.init.normal_(m.hand_paths.mlp[-1].weight, std=0.2)
 
 
 def _images(b: int, seed: int = 0) -> torch.Tensor:
@@ -195,6 +204,64 @@ def test_proprio_starts_as_the_model_without_it_then_matters_and_checks_its_inpu
             robot.answer_logits_from_features(feats, acts, tokens, proprio=bad)
 
 
+def test_hand_paths_start_as_the_model_without_them_then_follow_the_named_blocks():
+    torch.manual_seed(0)
+    plain = TinyWorldModel(TinyConfig(action_sums=True)).eval()
+    paths = TinyWorldModel(TinyConfig(action_sums=True, hand_paths=True)).eval()
+    missing, unexpected = paths.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("hand_paths.") for k in missing)
+    imgs, acts = _images(2), _actions(2, 12)
+    with torch.no_grad():
+        assert torch.allclose(paths.answer_logits(imgs, acts, QUESTIONS), plain.answer_logits(imgs, acts, QUESTIONS),
+                              atol=1e-6)
+        _give_hand_paths_weights(paths)
+        assert not torch.allclose(paths.answer_logits(imgs, acts, QUESTIONS),
+                                  plain.answer_logits(imgs, acts, QUESTIONS), atol=1e-4)
+        # the question's entities are where its colour words are found: a red square on grey
+        frame = np.full((1, 64, 64, 3), 128, np.uint8)
+        frame[0, 40:48, 8:16] = (255, 0, 0)
+        feats = paths.encode_image(frame)
+        anchors = paths.prepare_questions(feats, paths.tokenize(["Is the gripper touching the red block?"])).anchors
+        gripper = paths._gripper_uv(feats[:, 16:, :3])
+    # entity 1 is "gripper" (offset 0), entity 2 "red" near the square's centre (u, v = 12/64, 44/64)
+    assert anchors.shape == (1, 1, 8) and torch.allclose(anchors[0, 0, :2], torch.zeros(2), atol=1e-6)
+    red = gripper[0] - anchors[0, 0, 2:4]
+    assert torch.allclose(red, torch.tensor([12 / 64 * 2 - 1, 44 / 64 * 2 - 1]), atol=0.08)
+    assert torch.equal(anchors[0, 0, 6:], torch.ones(2))                     # both named
+
+
+def test_hand_path_features_follow_the_commanded_hand():
+    """A path commanded straight at a block: the distance to it falls step by step to zero and
+    grows again past it; the other entity's offset moves with the hand the same way."""
+    from swm_ros.models.hand_paths import HandPaths
+
+    hp = HandPaths(ACTION_DIM, 16)
+    hp.reset_parameters()
+    with torch.no_grad():
+        hp.to_frame.weight.copy_(torch.tensor([[0.1, 0.0, 0.0], [0.0, 0.1, 0.0]]))   # 0.1 uv per action unit
+    gripper = torch.tensor([[0.0, 0.0]])
+    entities = torch.tensor([[[0.5, 0.0, 0.0, -0.3, 0.9, 0.8, 1.0, 1.0]]])      # block 1 at u 0.5, block 2 below
+    anchors = HandPaths.anchors(gripper, entities)
+    acts = torch.zeros(1, 8, ACTION_DIM)
+    acts[..., 0] = 1.0                                                           # +x every step: +0.1 u
+    x = hp.features(torch.cumsum(acts, 1), anchors)[0, 0]
+    dist1 = x[:, ACTION_DIM + 4]
+    assert torch.allclose(dist1, (torch.arange(1, 9) * 0.1 - 0.5).abs(), atol=1e-3)
+    assert int(dist1.argmin()) == 4                                               # step 5 reaches it
+    assert torch.allclose(x[:, ACTION_DIM + 2:ACTION_DIM + 4], torch.stack([torch.arange(1, 9) * 0.1,
+                                                                           torch.full((8,), 0.3)], -1), atol=1e-5)
+    assert torch.equal(x[:, -4:], torch.tensor([0.9, 0.8, 1.0, 1.0]).expand(8, 4))
+    out = hp(torch.cumsum(acts, 1), anchors)
+    assert out.shape == (1, 1, 8, 16) and not out.any()                           # adds nothing until trained
+
+
+def test_hand_paths_need_the_gripper_grounded():
+    with pytest.raises(ValueError, match="hand_paths"):
+        TinyConfig(grounding=False, hand_paths=True)
+    with pytest.raises(ValueError, match="hand_paths"):
+        TinyConfig(grounding_entities=["hand"], hand_paths=True)
+
+
 def test_questions_change_the_answer_and_rows_are_independent(model):
     imgs, acts = _images(3), _actions(3, 8)
     out = model.answer_logits(imgs, acts, QUESTIONS)
@@ -337,10 +404,11 @@ def test_entity_words_are_the_question_entities_for_relations():
     cells = entity.phi(torch.rand(1, 16, 3))
     vecs = torch.randn(1, 7, 16)
     with torch.no_grad():
-        a, b = plain(ids, vecs, cells), entity(ids, vecs, cells)
+        (a, a_entities), (b, b_entities) = plain(ids, vecs, cells), entity(ids, vecs, cells)
         two_colours = torch.tensor([[1, 2, 6, 4, 2, 5, 7]])               # "is the blue touching the red"
         same = plain(two_colours, vecs, cells), entity(two_colours, vecs, cells)
     assert not torch.allclose(a, b)
+    assert a_entities[0, 6:].tolist() == [1.0, 0.0] and b_entities[0, 6:].tolist() == [1.0, 1.0]   # named
     torch.testing.assert_close(*same)                     # no gripper: the two agree
 
 

@@ -26,14 +26,18 @@ def _one_thread():
     yield
 
 
-@pytest.fixture(scope="module", params=["late", "grounded", "sums"])
+@pytest.fixture(scope="module", params=["late", "grounded", "sums", "paths"])
 def tiny_export(tmp_path_factory, request):
     torch.manual_seed(0)
     model = build_world_model("tiny", {"grounding": request.param != "late",
-                                       "action_sums": request.param == "sums"}).eval()
+                                       "action_sums": request.param in ("sums", "paths"),
+                                       "hand_paths": request.param == "paths"}).eval()
     if model.action_sums is not None:     # zero at init: give them weights, so the export carries them
         for layer in model.action_sums.values():
             torch.nn.init.normal_(layer.weight, std=0.2)
+    if model.hand_paths is not None:      # so do hand paths
+        torch.nn.init.normal_(model.hand_paths.to_frame.weight, std=0.5)
+        torch.nn.init.normal_(model.hand_paths.mlp[-1].weight, std=0.2)
     path = export_scorer(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
     return model, OnnxScorer(path, threads=1)
 

@@ -124,13 +124,16 @@ class WordGrounding(nn.Module):
         peak = torch.log(a.amax(dim=-1, keepdim=True) * m) / math.log(m)          # is it there at all?
         return uv, peak
 
-    def forward(self, word_ids: torch.Tensor, word_vecs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    def forward(self, word_ids: torch.Tensor, word_vecs: torch.Tensor,
+                cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One question per row, its last position the <answer>: word ids (N, L), embeddings
-        (N, L, d), cell features phi(colours) (N, M, f) -> what to add to each position (N, L, d)."""
+        (N, L, d), cell features phi(colours) (N, M, f) -> what to add to each position
+        (N, L, d), and the question's two entities (N, ENTITY_FEATURES; `entities`)."""
         uv, peak = self.locations(word_ids, word_vecs, cells)
         return self._combine(word_ids, uv, peak)
 
-    def forward_one_image(self, word_ids: torch.Tensor, embedding: nn.Embedding, cells: torch.Tensor) -> torch.Tensor:
+    def forward_one_image(self, word_ids: torch.Tensor, embedding: nn.Embedding,
+                          cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` for rows that all see one image (cells (1, M, f)), e.g. a recorded frame's
         many questions: a word's position depends only on the word and the image, so each
         distinct word is grounded once and gathered (same values, a fraction of the work)."""
@@ -138,19 +141,30 @@ class WordGrounding(nn.Module):
         uv, peak = self.locations(unique[None], embedding(unique)[None], cells)
         return self._combine(word_ids, uv[0][inverse], peak[0][inverse])
 
-    def _combine(self, word_ids: torch.Tensor, uv: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
-        per_word = self.out(torch.cat([uv, peak], dim=-1))
-        # the first and second entity words are the question's entities (masks, no indexing)
+    # what `entities` gives per question: uv_1, uv_2, peak_1, peak_2, named_1, named_2
+    ENTITY_FEATURES = 8
+
+    def entities(self, word_ids: torch.Tensor, uv: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+        """Word ids (N, L), their uv (N, L, 2) and peak (N, L, 1) -> (N, 8): the first and
+        second entity words' positions (0 where a question names fewer), peaks and whether
+        they are named at all (masks, no indexing, so it traces)."""
         entity = self.word_is_entity[word_ids].to(uv.dtype)                        # (N, L)
         rank = torch.cumsum(entity, dim=1) * entity
         first, second = (rank == 1).to(uv.dtype).unsqueeze(-1), (rank == 2).to(uv.dtype).unsqueeze(-1)
-        e1, e2 = (first * uv).sum(1), (second * uv).sum(1)                         # (N, 2), 0 if absent
-        p1, p2 = (first * peak).sum(1), (second * peak).sum(1)
+        return torch.cat([(first * uv).sum(1), (second * uv).sum(1), (first * peak).sum(1),
+                          (second * peak).sum(1), first.sum(1), second.sum(1)], dim=-1)
+
+    def _combine(self, word_ids: torch.Tensor, uv: torch.Tensor,
+                 peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        per_word = self.out(torch.cat([uv, peak], dim=-1))
+        # the first and second entity words are the question's entities
+        entities = self.entities(word_ids, uv, peak)
+        e1, e2, p1, p2 = entities[:, 0:2], entities[:, 2:4], entities[:, 4:5], entities[:, 5:6]
         rel = self.relation(torch.cat([e1, e2, e1 - e2, (e1 - e2).abs(), p1, p2], dim=-1))
         # to every word, not only the <answer>: the answer depends on the product of the
         # relation word and these features, which a word's own MLP forms in one step ("left"
         # + (u_1 - u_2)); the answer's first, uniform attention then already carries it
-        return per_word + rel.unsqueeze(1)
+        return per_word + rel.unsqueeze(1), entities
 
     def locate(self, word_ids: torch.Tensor, word_vecs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """(N, C) word ids, cell colours (N, M, 3) -> (N, C, 2) soft-argmax (u, v) in [0, 1] of

@@ -34,6 +34,7 @@ from torch import nn
 from swm_ros.envs.base import ACTION_DIM
 from swm_ros.models.base import WorldModel, frames_to_tensor
 from swm_ros.models.grounding import WordGrounding
+from swm_ros.models.hand_paths import HandPaths
 from swm_ros.models.text import Tokenizer
 
 
@@ -100,10 +101,15 @@ class TinyConfig:
     # pose, gripper opening) added to every action and question token; 0: images and actions
     # only, as in the paper. What the overhead frame shows worst is the gripper's own state
     proprio_dim: int = 0
+    # every action token also learns where that step sends the hand relative to the blocks
+    # each question names (models/hand_paths.py); needs grounding with "gripper" an entity
+    hand_paths: bool = False
 
     def __post_init__(self) -> None:
         if self.proprio_dim < 0:
             raise ValueError(f"proprio_dim must be >= 0, got {self.proprio_dim}")
+        if self.hand_paths and not (self.grounding and "gripper" in self.grounding_entities):
+            raise ValueError("hand_paths needs grounding with 'gripper' among grounding_entities")
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
         if self.image_size % self.grid:
@@ -120,6 +126,7 @@ class EmbeddedQuestions(NamedTuple):
 
     embeddings: torch.Tensor        # (B or 1, Q, L', d): words + positions + grounding, <answer> last
     keep: torch.Tensor              # (B or 1, Q, L') bool: False for padding
+    anchors: torch.Tensor | None = None   # (B or 1, Q, 8) for hand paths (HandPaths.anchors)
 
 
 class Block(nn.Module):
@@ -159,7 +166,7 @@ class LateFusionWorldModel(WorldModel):
     grounding, grounding_cells, grounding_entities and action_sums."""
 
     # parts with a zero init that a checkpoint without them may start from (train `init_from`)
-    ZERO_INIT_PARTS = ("action_sums", "proprio")
+    ZERO_INIT_PARTS = ("action_sums", "proprio", "hand_paths")
     # parameters with one row per vocabulary word (a checkpoint with fewer words may seed them)
     VOCABULARY_PARTS = ("word_emb.weight", "lm_bias")
 
@@ -173,6 +180,7 @@ class LateFusionWorldModel(WorldModel):
                             if c.action_sums else None)
         proprio_dim = getattr(c, "proprio_dim", 0)
         self.proprio = ProprioEmbedding(proprio_dim, d) if proprio_dim else None      # zero-initialised too
+        self.hand_paths = HandPaths(c.action_dim, d) if getattr(c, "hand_paths", False) else None   # and this
         # text
         self.word_emb = nn.Embedding(len(self.tokenizer), d)
         self.word_pos = nn.Parameter(torch.zeros(1, c.max_question_len + 1, d))
@@ -195,7 +203,8 @@ class LateFusionWorldModel(WorldModel):
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear) and not (skip_prefix and name.startswith(skip_prefix)):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         # the action projection sees raw actions in [-1, 1]: a larger init lets them matter early
         nn.init.normal_(self.action_proj.weight, std=0.2)
         if self.action_sums is not None:
@@ -204,6 +213,8 @@ class LateFusionWorldModel(WorldModel):
                 nn.init.zeros_(m.bias)
         if self.proprio is not None:
             self.proprio.reset_parameters()
+        if self.hand_paths is not None:
+            self.hand_paths.reset_parameters()
         if self.grounding is not None:
             self.grounding.reset_parameters()      # its own init (see WordGrounding.reset_parameters)
 
@@ -246,10 +257,11 @@ class LateFusionWorldModel(WorldModel):
 
         img = img_tokens.expand(b, -1, -1).unsqueeze(1).expand(b, q, n_img, d)
         act = self.action_proj(actions) + self.step_pos[:, :t] + self.type_emb[1]          # (B, T, d)
+        # a running sum only looks back, so a prefix's tokens are the same padded or cut
+        kept = actions * action_mask.unsqueeze(-1).to(actions.dtype)
+        sums = torch.cumsum(kept, dim=1)
         if self.action_sums is not None:
-            # a running sum only looks back, so a prefix's tokens are the same padded or cut
-            kept = actions * action_mask.unsqueeze(-1).to(actions.dtype)
-            act = act + self.action_sums["step"](torch.cumsum(kept, dim=1))
+            act = act + self.action_sums["step"](sums)
             txt = txt + self.action_sums["total"](kept.sum(1))[:, None, None, :]
         if self.proprio is not None:
             if proprio is None:
@@ -258,6 +270,8 @@ class LateFusionWorldModel(WorldModel):
             act = act + state[:, None, :]
             txt = txt + state[:, None, None, :]
         act = act.unsqueeze(1).expand(b, q, t, d)
+        if self.hand_paths is not None:
+            act = act + self.hand_paths(sums, questions.anchors)
         x = torch.cat([img, act, txt], dim=2).reshape(b * q, n_img + t + txt.shape[2], d)
 
         keep = torch.cat([
@@ -294,9 +308,13 @@ class LateFusionWorldModel(WorldModel):
         # from the tokens without changing an answer (training pads to max_question_len)
         pos = torch.cat([self.word_pos[:, :length], self.word_pos[:, c.max_question_len:]], dim=1)
         txt = self.word_emb(words) + pos + self.type_emb[2]
-        if self.grounding is not None:
-            txt = txt + self._grounded(words, cells, b, q, shared_questions)
-        return EmbeddedQuestions(txt, words != self.tokenizer.pad_id)
+        if self.grounding is None:
+            return EmbeddedQuestions(txt, words != self.tokenizer.pad_id)
+        grounded, entities = self._grounded(words, cells, b, q, shared_questions)
+        anchors = None
+        if self.hand_paths is not None:
+            anchors = HandPaths.anchors(self._gripper_uv(cells), entities)
+        return EmbeddedQuestions(txt + grounded, words != self.tokenizer.pad_id, anchors)
 
     def prepare_questions(self, features: torch.Tensor, question_tokens: torch.Tensor) -> EmbeddedQuestions:
         """Questions (Q, L) embedded and grounded once for these features (batch 1: one frame),
@@ -338,11 +356,19 @@ class LateFusionWorldModel(WorldModel):
         ids = ids.unsqueeze(0).expand(features.shape[0], -1)
         return self.grounding.locate(ids, self.word_emb(ids), cells)
 
+    def _gripper_uv(self, cells: torch.Tensor) -> torch.Tensor:
+        """Colour map (B, M, 3) -> (B, 2): where the grounding finds "gripper", uv in [-1, 1]."""
+        ids = torch.full((cells.shape[0], 1), self.tokenizer.ids["gripper"], dtype=torch.int64,
+                         device=cells.device)
+        uv, _ = self.grounding.locations(ids, self.word_emb(ids), self.grounding.phi(cells))
+        return uv[:, 0]
+
     def _grounded(self, words: torch.Tensor, cells: torch.Tensor | None, b: int, q: int,
-                  shared_questions: bool) -> torch.Tensor:
-        """(B, Q, L+1) word ids -> what grounding adds to their embeddings (B, Q, L+1, d). With
-        the same questions for every row it is computed per image (once, for a planner scoring
-        candidates against one frame) and broadcast; no branch on sizes, so it traces."""
+                  shared_questions: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Q, L+1) word ids -> what grounding adds to their embeddings (B, Q, L+1, d), and
+        each question's entities (rows, Q, 8; rows = 1 or B). With the same questions for
+        every row it is computed per image (once, for a planner scoring candidates against one
+        frame) and broadcast; no branch on sizes, so it traces."""
         if cells is None:
             raise ValueError("this model grounds words in the image: pass the colour map `cells`")
         if shared_questions:
@@ -351,13 +377,14 @@ class LateFusionWorldModel(WorldModel):
         ids = words.reshape(rows * q, length)
         if cells.shape[0] == 1 and rows > 1 and not torch.jit.is_tracing():
             # one frame, many different questions (bag evaluation): ground each word once
-            g = self.grounding.forward_one_image(ids, self.word_emb, self.grounding.phi(cells))
-            return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1)
+            g, entities = self.grounding.forward_one_image(ids, self.word_emb, self.grounding.phi(cells))
+            return (g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1),
+                    entities.reshape(rows, q, -1))
         cells = self.grounding.phi(cells).expand(rows, -1, -1)                  # phi once per image
         cells = cells.unsqueeze(1).expand(rows, q, -1, -1)
         per_question = cells.reshape(rows * q, *cells.shape[2:])
-        g = self.grounding(ids, self.word_emb(ids), per_question)
-        return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1)
+        g, entities = self.grounding(ids, self.word_emb(ids), per_question)
+        return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1), entities.reshape(rows, q, -1)
 
 
 class TinyWorldModel(LateFusionWorldModel):
