@@ -187,6 +187,15 @@ def test_oracle_rank_plans_with_the_simulator(tmp_path):
     assert all(len(e.stages) == len(e.plan_ms) and set(e.stages) <= stages
                for (m, _), e in eps.items() if m == "oracle-rank")
     assert {r["method"] for r in summary["results"]} == {"base", "oracle-rank"}
+    # its planner (config/planner/rank.yaml) is recorded, so an edited one does not resume here
+    settings_file = tmp_path / "or" / "settings.json"
+    settings = json.loads(settings_file.read_text())
+    assert settings["planners"]["oracle-rank"]["method"] == "rank" and settings["world_model"] is None
+    settings["planners"]["oracle-rank"]["seed"] += 1
+    settings_file.write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="planner of oracle-rank"):
+        run_closed_loop(replace(cfg, seeds=3), progress=False)
+    assert len(read_episodes(tmp_path / "or" / "episodes.jsonl")) == 4
     with pytest.raises(ValueError, match="needs an env with snapshot"):
         run_closed_loop(ClosedLoopConfig(env="ogbench-cube-single", tasks=("reach",), methods=("oracle-rank",),
                                          splits=("id",), seeds=1, out=str(tmp_path / "og")), progress=False)

@@ -34,7 +34,7 @@ objective than config/tasks/push.yaml; the task's success check is the env's eit
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
 resumes where it stopped. <out>/settings.json records what the episodes depend on (env, world
 model, base policy, proposals, execute steps, image size, step budget, each planner's full
-config, each planned task's full objective); a run in the same <out> with other settings is
+config (oracle-rank's rank.yaml too), each planned task's full objective); a run in the same <out> with other settings is
 refused rather than mixed in. Tasks, methods, splits and seeds may change: they only pick which
 episodes run. The summary (JSON with a `results` list, Markdown, bar chart) is rebuilt from all
 episodes on disk that match the requested grid.
@@ -164,9 +164,12 @@ class ClosedLoopConfig:
             raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
 
     def planner_config(self, method: str):
-        """The planner config a swm-* method runs with: its override, else config/planner/<opt>.yaml."""
+        """The planner config a swm-* method runs with: its override, else
+        config/planner/<opt>.yaml; oracle-rank's is config/planner/rank.yaml."""
         from swm_ros.planning.planner import load_planner_config
 
+        if method == "oracle-rank":
+            return load_planner_config("rank")
         return load_planner_config(self.planners.get(method, method[4:]))
 
     def task_objective(self, task: str):
@@ -213,10 +216,10 @@ class Controller:
         self.oracle = None
         if method == "oracle-rank":
             from swm_ros.evaluation.oracle import SimulatorOracle
-            from swm_ros.planning.planner import Planner, load_planner_config
+            from swm_ros.planning.planner import Planner
 
             self.oracle = SimulatorOracle(env)
-            self.planner = Planner(load_planner_config("rank"), query=self.oracle,
+            self.planner = Planner(cfg.planner_config(method), query=self.oracle,
                                    task_objectives=cfg.task_objective)
 
     def reset(self, spec, seed: int) -> None:
@@ -329,13 +332,13 @@ def run_closed_loop(cfg: ClosedLoopConfig, progress: bool = True) -> dict[str, A
 
 def episode_settings(cfg: ClosedLoopConfig) -> dict[str, Any]:
     """What this run's episodes depend on (None: not used by the methods run)."""
-    planners = {m: asdict(cfg.planner_config(m)) for m in cfg.methods if m.startswith("swm-")}
-    proposing = any(m.startswith("swm-") or m == "oracle-rank" for m in cfg.methods)
+    proposing = [m for m in cfg.methods if m.startswith("swm-") or m == "oracle-rank"]
+    planners = {m: asdict(cfg.planner_config(m)) for m in proposing}
     objectives = {t: asdict(cfg.task_objective(t).config) for t in cfg.tasks} if proposing else {}
     learned = any(m != "scripted" for m in cfg.methods)          # the expert is the env's, not --policy
     return {"env": cfg.env, "render_size": list(cfg.render_size), "max_steps": cfg.max_steps,
             "execute_steps": cfg.execute_steps, "base_policy": cfg.base_policy if learned else None,
-            "world_model": cfg.world_model if planners else None,
+            "world_model": cfg.world_model if any(m.startswith("swm-") for m in proposing) else None,
             "num_proposals": cfg.num_proposals if proposing else None, "planners": planners,
             "objectives": objectives}
 
