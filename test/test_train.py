@@ -379,6 +379,7 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
 
     first = tmp_path / "first"
     cfg = _train_config(saqa_file, steps=3, eval_every=3, log_every=3, checkpoint_every=3)
+    cfg["model"]["grounding_entities"] = ["gripper", "hand"]              # hand paths start from the gripper
     cfg_path = tmp_path / "wm.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     assert run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(first), "--no-progress").returncode == 0
@@ -390,15 +391,17 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     a, b = load_world_model(first).state_dict(), load_world_model(second).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    # a model with a zero-initialised extra part (action sums) may start from one without it
+    # a model with zero-initialised extra parts (action sums, hand paths) may start from one
+    # without them, and answers as it did
     sums = tmp_path / "sums"
     cfg_path.write_text(yaml.safe_dump({**cfg, "lr": 0.0, "init_from": str(first),
-                                        "model": {**cfg["model"], "action_sums": True}}))
+                                        "model": {**cfg["model"], "action_sums": True, "hand_paths": True}}))
     r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(sums), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     c = load_world_model(sums).state_dict()
     assert all(torch.equal(a[k], c[k]) for k in a)
-    assert all(not v.any() for k, v in c.items() if k.startswith("action_sums."))
+    assert all(not v.any() for k, v in c.items() if k.startswith(("action_sums.", "hand_paths.mlp.2")))
+    _assert_same_answers(load_world_model(sums).eval(), load_world_model(first).eval(), atol=1e-6)
 
     # a deeper model may start from a shallower one: its extra blocks begin as identities, so it
     # answers exactly as the checkpoint did
