@@ -42,3 +42,29 @@ def test_sigint_waits_for_the_callback_in_flight(ros_env, tmp_path) -> None:
     assert rc == 0, text
     assert text.rstrip().endswith("finished as slow_callback_node"), text   # ran to its end, node alive
     assert "never retrieved" not in text and "Destroyable" not in text, text
+
+
+BACKGROUND_NODE_SCRIPT = """
+import sys, threading, time
+from swm_ros.ros.node_utils import BackgroundNode
+errors = []
+threading.excepthook = lambda args: errors.append(repr(args.exc_value))
+for i in range(5):
+    bg = BackgroundNode(f"closing_{i}", threads=2)
+    ticks = []
+    bg.node.create_timer(0.001, lambda: ticks.append(1))
+    time.sleep(0.3)
+    bg.close()
+    assert len(ticks) > 10, len(ticks)
+time.sleep(0.2)
+print("errors", errors)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_background_node_closes_without_raising_in_its_spin_thread(ros_env) -> None:
+    """The demo's supervisor and the bag evaluator spin a node on a thread; closing it while a
+    1 kHz timer keeps the executor busy must not leave that thread submitting to a drained pool."""
+    r = subprocess.run([sys.executable, "-c", BACKGROUND_NODE_SCRIPT], env=ros_env, capture_output=True, text=True,
+                       timeout=60, cwd=REPO)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -171,10 +171,21 @@ class BackgroundNode:
         self.executor = (MultiThreadedExecutor(num_threads=threads, context=self.context) if threads > 1
                          else SingleThreadedExecutor(context=self.context))
         self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
+    def _spin(self) -> None:
+        # executor.spin() would still be dispatching when close() drains the worker pool, and
+        # its next submit raises "cannot schedule new futures after shutdown" in this thread
+        while not self._stop.is_set() and self.context.ok():
+            self.executor.spin_once(timeout_sec=0.1)
+
     def close(self) -> None:
+        """Stop dispatching, wait for the spin thread, then drain and destroy, in that order."""
+        self._stop.set()
+        self.executor.wake()
+        self._thread.join(SHUTDOWN_TIMEOUT_S)
         self.executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
         self.node.destroy_node()
         self.context.try_shutdown()
