@@ -28,6 +28,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                               "answer accuracy, per family / horizon, calibration of a world model"),
     ("eval", "ranking"): ("swm_ros.evaluation.ranking", "cli_eval_ranking",
                           "does the world model rank the base policy's proposals as the simulator does"),
+    ("eval", "label-floor"): ("swm_ros.evaluation.label_floor", "cli_eval_label_floor",
+                              "how much of a SAQA split one frame can decide (replayed, perturbed starts)"),
     ("bag", "record"): ("swm_ros.bags.cli", "cli_bag_record", "record graph topics into a rosbag2 bag (MCAP, v9)"),
     ("bag", "replay"): ("swm_ros.bags.cli", "cli_bag_replay", "publish a bag into the graph (raw, paced, /clock)"),
     ("bag", "eval"): ("swm_ros.bags.cli", "cli_bag_eval", "run a bag's frames through a world model and score it"),

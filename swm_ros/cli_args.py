@@ -89,6 +89,18 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--out",), dict(default="runs/ranking", help="directory for ranking.json and ranking.md")),
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
     ],
+    "cli_eval_label_floor": [
+        (("--data",), dict(default="data/saqa/saqa.h5", help="SAQA file (from swm collect + swm saqa)")),
+        (("--split",), dict(default="test", help="split whose rows to replay")),
+        (("--rows",), dict(type=int, default=2000, help="rows drawn (seeded)")),
+        (("--sigma-mm",), dict(type=float, default=1.5, help="perturbation scale in millimetres")),
+        (("--perturbations",), dict(type=int, default=4, help="perturbed starts per row")),
+        (("--mode",), dict(default="blocks", choices=["blocks", "command"],
+                           help="shift the objects, or the arm's set-point the actions integrate from")),
+        (("--seed",), dict(type=int, default=0, help="row draw and perturbation seed")),
+        (("--out",), dict(default="runs/label_floor", help="directory for label_floor.json and label_floor.md")),
+        (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
+    ],
     "cli_eval_world_model": [
         (("--checkpoint",), dict(default=None, help="checkpoint directory (default: the shipped model of --backend)")),
         (("--backend",), dict(default="tiny", help="backend whose shipped weights to evaluate without --checkpoint")),

@@ -290,6 +290,23 @@ class NicolTabletopEnv:
         sim.data.qvel[dof:dof + 6] = 0.0
         mujoco.mj_forward(sim.model, sim.data)
 
+    def shift_object(self, name: str, dxy: np.ndarray) -> None:
+        """Move object `name` by (dx, dy) in the table plane, its heading and velocity kept
+        (a start a camera would hardly tell from this one: `swm eval label-floor`)."""
+        sim = self._sim
+        names = [o.name for o in sim.variant.objects]
+        if name not in names:
+            raise ValueError(f"no object {name!r} in variant {sim.variant.name!r}; objects: {names}")
+        adr = sim.obj_qadr[names.index(name)]
+        sim.data.qpos[adr:adr + 2] += np.asarray(dxy, dtype=float)
+        mujoco.mj_forward(sim.model, sim.data)
+
+    def set_command(self, position: np.ndarray) -> None:
+        """Set the grasp point the next actions integrate from (clipped to the workspace). It
+        lags behind or runs ahead of the hand, which a frame does not show; the arm's joint
+        targets stay until the next step."""
+        self._cmd_pos = np.clip(np.asarray(position, dtype=float), self._ws_lo, self._ws_hi)
+
     # -- observation -------------------------------------------------------------------
 
     def privileged_state(self) -> PrivilegedState:

@@ -1,0 +1,174 @@
+"""How much of a SAQA split one frame can decide: the error floor of any frame-only predictor.
+
+`swm eval label-floor` replays each sampled row's episode in the simulator to the row's start
+frame (an episode is its seed plus its stored actions; a row whose replayed label differs from
+the stored answer is counted and left out), then runs the row's h actions again from K starts
+that one frame cannot tell apart from the real one, and labels each outcome with the row's
+question family:
+
+- `blocks`: every object shifted by N(0, sigma) in x and y, its heading and velocity kept;
+  below the 64 px frame's pixel (about 6 mm on the table) the starts render alike
+- `command`: the grasp point the actions integrate from (which lags or leads the hand; the frame
+  shows the hand) set to the hand's position plus N(0, sigma)
+
+A predictor given the frame must answer all K + 1 starts alike, so it is wrong on at least
+min(p, 1 - p) of them (p: their share of "yes"). Averaged over rows, that bounds from below
+the error any model of the frame makes on the split: what accuracy targets can ask of one.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MODES = ("blocks", "command")
+
+
+@dataclass
+class LabelFloorConfig:
+    data: str = "data/saqa/saqa.h5"
+    split: str = "test"
+    rows: int = 2000
+    sigma_mm: float = 1.5
+    perturbations: int = 4
+    mode: str = "blocks"
+    seed: int = 0
+    out: str = "runs/label_floor"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; modes are {MODES}")
+        if self.rows < 1 or self.perturbations < 1 or self.sigma_mm < 0:
+            raise ValueError("rows and perturbations must be >= 1, sigma_mm >= 0")
+
+
+def _label(family, s0, s1, a: int, b: int, d: int) -> int:
+    """1 / 0, or -1 inside the family's ambiguity band (a row SAQA would not have asked)."""
+    from swm_ros.data.episodes import StateArrays
+
+    yes, valid = family.label(StateArrays.from_states([s0]), StateArrays.from_states([s1]), [a], [b], [d])
+    return int(yes[0]) if valid[0] else -1
+
+
+def _perturb(env, mode: str, sigma: float, rng: np.random.Generator) -> None:
+    if mode == "blocks":
+        for name in env.privileged_state().objects:
+            env.shift_object(name, rng.normal(0.0, sigma, 2))
+    else:
+        env.set_command(env.privileged_state().effector_position + rng.normal(0.0, sigma, 3))
+
+
+def label_floor(cfg: LabelFloorConfig, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from swm_ros.data.episodes import EpisodeReader
+    from swm_ros.envs import make_env
+    from swm_ros.saqa.dataset import SAQADataset
+    from swm_ros.saqa.families import get_family
+
+    ds = SAQADataset(cfg.data, split=cfg.split)
+    if len(ds) == 0:
+        raise ValueError(f"{cfg.data} has no {cfg.split!r} rows")
+    rng = np.random.default_rng(cfg.seed)
+    picked = np.sort(rng.choice(len(ds), min(cfg.rows, len(ds)), replace=False))
+    col = {k: v[picked] for k, v in ds.columns.items()}
+    by_episode: dict[int, list[int]] = defaultdict(list)
+    for i, e in enumerate(col["episode"]):
+        by_episode[int(e)].append(i)
+
+    sigma = cfg.sigma_mm / 1000.0
+    envs: dict[tuple[str, str], Any] = {}
+    rows, replay_mismatch = [], 0
+    bar = tqdm(total=len(picked), desc="label floor", disable=not progress)
+    try:
+        for e, members in by_episode.items():
+            with EpisodeReader(ds.episode_files[e]) as reader:
+                meta, actions = reader.meta, reader.actions
+            key = (meta.robot, meta.variant)
+            if key not in envs:
+                envs[key] = make_env(robot=meta.robot, task=meta.task, variant=meta.variant, cameras=())
+                if not hasattr(envs[key], "shift_object"):
+                    raise ValueError(f"{type(envs[key]).__name__} cannot perturb its scene (NicoL tabletop only)")
+            env = envs[key]
+            env.reset(seed=meta.seed, task=meta.task, variant=meta.variant)
+            starts, t_now = {}, 0
+            for t in sorted({int(col["t"][i]) for i in members}):
+                for s in range(t_now, t):
+                    env.step_physics(actions[s])
+                t_now = t
+                starts[t] = env.snapshot()
+            for i in members:
+                t, h = int(col["t"][i]), int(col["h"][i])
+                family = get_family(ds.family_names[int(col["family"][i])])
+                subjects = int(col["subject_a"][i]), int(col["subject_b"][i]), int(col["direction"][i])
+                labels = []
+                for k in range(cfg.perturbations + 1):
+                    env.restore(starts[t])
+                    if k:
+                        _perturb(env, cfg.mode, sigma, rng)
+                    s0 = env.privileged_state()
+                    for s in range(t, t + h):
+                        env.step_physics(actions[s])
+                    labels.append(_label(family, s0, env.privileged_state(), *subjects))
+                bar.update()
+                if labels[0] != int(col["answer"][i]):
+                    replay_mismatch += 1
+                    continue
+                rows.append((family.name, labels))
+    finally:
+        bar.close()
+        for env in envs.values():
+            env.close()
+    return summarise(cfg, rows, replay_mismatch)
+
+
+def row_floor(labels: list[int]) -> float:
+    """min(p, 1 - p) over one row's labelled starts (those inside an ambiguity band left out)."""
+    asked = [v for v in labels if v >= 0]
+    p = float(np.mean(asked))
+    return min(p, 1.0 - p)
+
+
+def summarise(cfg: LabelFloorConfig, rows: list[tuple[str, list[int]]], replay_mismatch: int) -> dict[str, Any]:
+    floors = [(name, row_floor(labels)) for name, labels in rows]
+    by_family: dict[str, list[float]] = defaultdict(list)
+    for name, f in floors:
+        by_family[name].append(f)
+    values = np.array([f for _, f in floors]) if floors else np.zeros(0)
+    return {"config": asdict(cfg), "rows": len(rows), "replay_mismatch": replay_mismatch,
+            "error_floor": float(values.mean()) if len(values) else float("nan"),
+            "accuracy_ceiling": float(1.0 - values.mean()) if len(values) else float("nan"),
+            "rows_with_a_flip": float((values > 0).mean()) if len(values) else float("nan"),
+            "by_family": {k: {"rows": len(v), "error_floor": float(np.mean(v))} for k, v in sorted(by_family.items())}}
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    c = summary["config"]
+    lines = [f"# Label floor: {c['data']} ({c['split']}), {c['mode']} perturbed by {c['sigma_mm']} mm, "
+             f"{c['perturbations']} starts per row", "",
+             f"{summary['rows']} rows ({summary['replay_mismatch']} left out: the replay labelled them otherwise). "
+             f"Error floor of a frame-only predictor **{summary['error_floor']:.4f}** (accuracy at most "
+             f"{summary['accuracy_ceiling']:.4f}); rows whose answer changes in some start: "
+             f"{summary['rows_with_a_flip']:.4f}.", "", "| family | rows | error floor |", "|---|---|---|"]
+    lines += [f"| {k} | {v['rows']} | {v['error_floor']:.4f} |" for k, v in summary["by_family"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def cli_eval_label_floor(args: Any) -> int:
+    try:
+        cfg = LabelFloorConfig(data=args.data, split=args.split, rows=args.rows, sigma_mm=args.sigma_mm,
+                               perturbations=args.perturbations, mode=args.mode, seed=args.seed, out=args.out)
+        summary = label_floor(cfg, progress=not args.json)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"swm eval label-floor: {e}")
+        return 2
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "label_floor.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "label_floor.md").write_text(to_markdown(summary))
+    print(json.dumps(summary) if args.json else to_markdown(summary))
+    return 0
