@@ -21,6 +21,9 @@ TASK_CONFIG: Arg = (("--task-config",), dict(action="append", default=None, meta
                                                   "config/tasks/<task>.yaml (repeatable; success is "
                                                   "still the env's check)"))
 
+# world-model evaluation and the label floor: the SAQA rows to read
+SAQA_DATA: Arg = (("--data",), dict(default="data/saqa/saqa.h5", help="SAQA file (from swm collect + swm saqa)"))
+
 ARGUMENTS: dict[str, list[Arg]] = {
     "cli_up": [
         (("graph",), dict(help="graph name in config/graphs (e.g. sim) or a path to a graph YAML")),
@@ -90,7 +93,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
     ],
     "cli_eval_label_floor": [
-        (("--data",), dict(default="data/saqa/saqa.h5", help="SAQA file (from swm collect + swm saqa)")),
+        SAQA_DATA,
         (("--split",), dict(default="test", help="split whose rows to replay")),
         (("--rows",), dict(type=int, default=2000, help="rows drawn (seeded)")),
         (("--sigma-mm",), dict(type=float, default=1.5, help="perturbation scale in millimetres")),
@@ -104,7 +107,7 @@ ARGUMENTS: dict[str, list[Arg]] = {
     "cli_eval_world_model": [
         (("--checkpoint",), dict(default=None, help="checkpoint directory (default: the shipped model of --backend)")),
         (("--backend",), dict(default="tiny", help="backend whose shipped weights to evaluate without --checkpoint")),
-        (("--data",), dict(default="data/saqa/saqa.h5", help="SAQA file (from swm collect + swm saqa)")),
+        SAQA_DATA,
         (("--split",), dict(default="test", choices=["train", "val", "test", "ood"], help="rows to evaluate")),
         (("--max-rows",), dict(type=int, default=None, help="evaluate a seeded random subset of this many rows")),
         (("--out",), dict(default="runs/eval", help="directory for the JSON, Markdown and reliability plot")),

@@ -221,7 +221,7 @@ def test_hand_paths_start_as_the_model_without_them_then_follow_the_named_blocks
         frame[0, 40:48, 8:16] = (255, 0, 0)
         feats = paths.encode_image(frame)
         anchors = paths.prepare_questions(feats, paths.tokenize(["Is the gripper touching the red block?"])).anchors
-        gripper = paths._gripper_uv(feats[:, 16:, :3])
+        gripper = paths._gripper_uv(paths.grounding.phi(feats[:, 16:, :3]))
     # entity 1 is "gripper" (offset 0), entity 2 "red" near the square's centre (u, v = 12/64, 44/64)
     assert anchors.shape == (1, 1, 8) and torch.allclose(anchors[0, 0, :2], torch.zeros(2), atol=1e-6)
     red = gripper[0] - anchors[0, 0, 2:4]

@@ -34,10 +34,10 @@ objective than config/tasks/push.yaml; the task's success check is the env's eit
 Each finished episode is appended to <out>/episodes.jsonl at once: an interrupted run
 resumes where it stopped. <out>/settings.json records what the episodes depend on (env, world
 model, base policy, proposals, execute steps, image size, step budget, each planner's full
-config (oracle-rank's rank.yaml too), each planned task's full objective); a run in the same <out> with other settings is
-refused rather than mixed in. Tasks, methods, splits and seeds may change: they only pick which
-episodes run. The summary (JSON with a `results` list, Markdown, bar chart) is rebuilt from all
-episodes on disk that match the requested grid.
+config (oracle-rank's rank.yaml too), each planned task's full objective); a run in the same
+<out> with other settings is refused rather than mixed in. Tasks, methods, splits and seeds may
+change: they only pick which episodes run. The summary (JSON with a `results` list, Markdown,
+bar chart) is rebuilt from all episodes on disk that match the requested grid.
 """
 from __future__ import annotations
 

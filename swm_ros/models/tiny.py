@@ -310,10 +310,13 @@ class LateFusionWorldModel(WorldModel):
         txt = self.word_emb(words) + pos + self.type_emb[2]
         if self.grounding is None:
             return EmbeddedQuestions(txt, words != self.tokenizer.pad_id)
-        grounded, entities = self._grounded(words, cells, b, q, shared_questions)
+        if cells is None:
+            raise ValueError("this model grounds words in the image: pass the colour map `cells`")
+        phi = self.grounding.phi(cells)                      # once per image, for the words and the gripper
+        grounded, entities = self._grounded(words, phi, b, q, shared_questions)
         anchors = None
         if self.hand_paths is not None:
-            anchors = HandPaths.anchors(self._gripper_uv(cells), entities)
+            anchors = HandPaths.anchors(self._gripper_uv(phi), entities)
         return EmbeddedQuestions(txt + grounded, words != self.tokenizer.pad_id, anchors)
 
     def prepare_questions(self, features: torch.Tensor, question_tokens: torch.Tensor) -> EmbeddedQuestions:
@@ -357,31 +360,30 @@ class LateFusionWorldModel(WorldModel):
         return self.grounding.locate(ids, self.word_emb(ids), cells)
 
     def _gripper_uv(self, cells: torch.Tensor) -> torch.Tensor:
-        """Colour map (B, M, 3) -> (B, 2): where the grounding finds "gripper", uv in [-1, 1]."""
+        """Cell features phi(colours) (B, M, f) -> (B, 2): where the grounding finds "gripper",
+        uv in [-1, 1]."""
         ids = torch.full((cells.shape[0], 1), self.tokenizer.ids["gripper"], dtype=torch.int64,
                          device=cells.device)
-        uv, _ = self.grounding.locations(ids, self.word_emb(ids), self.grounding.phi(cells))
+        uv, _ = self.grounding.locations(ids, self.word_emb(ids), cells)
         return uv[:, 0]
 
-    def _grounded(self, words: torch.Tensor, cells: torch.Tensor | None, b: int, q: int,
+    def _grounded(self, words: torch.Tensor, cells: torch.Tensor, b: int, q: int,
                   shared_questions: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, Q, L+1) word ids -> what grounding adds to their embeddings (B, Q, L+1, d), and
-        each question's entities (rows, Q, 8; rows = 1 or B). With the same questions for
-        every row it is computed per image (once, for a planner scoring candidates against one
-        frame) and broadcast; no branch on sizes, so it traces."""
-        if cells is None:
-            raise ValueError("this model grounds words in the image: pass the colour map `cells`")
+        """(B, Q, L+1) word ids and cell features phi(colours) (B or 1, M, f) -> what grounding
+        adds to their embeddings (B, Q, L+1, d), and each question's entities (rows, Q, 8;
+        rows = 1 or B). With the same questions for every row it is computed per image (once,
+        for a planner scoring candidates against one frame) and broadcast; no branch on sizes,
+        so it traces."""
         if shared_questions:
             words = words[:cells.shape[0]]
         rows, length = words.shape[0], words.shape[2]
         ids = words.reshape(rows * q, length)
         if cells.shape[0] == 1 and rows > 1 and not torch.jit.is_tracing():
             # one frame, many different questions (bag evaluation): ground each word once
-            g, entities = self.grounding.forward_one_image(ids, self.word_emb, self.grounding.phi(cells))
+            g, entities = self.grounding.forward_one_image(ids, self.word_emb, cells)
             return (g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1),
                     entities.reshape(rows, q, -1))
-        cells = self.grounding.phi(cells).expand(rows, -1, -1)                  # phi once per image
-        cells = cells.unsqueeze(1).expand(rows, q, -1, -1)
+        cells = cells.expand(rows, -1, -1).unsqueeze(1).expand(rows, q, -1, -1)
         per_question = cells.reshape(rows * q, *cells.shape[2:])
         g, entities = self.grounding(ids, self.word_emb(ids), per_question)
         return g.reshape(rows, q, length, g.shape[-1]).expand(b, -1, -1, -1), entities.reshape(rows, q, -1)
