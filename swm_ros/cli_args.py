@@ -96,7 +96,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
         SAQA_DATA,
         (("--split",), dict(default="test", help="split whose rows to replay")),
         (("--rows",), dict(type=int, default=2000, help="rows drawn (seeded)")),
-        (("--sigma-mm",), dict(type=float, default=1.5, help="perturbation scale in millimetres")),
+        (("--sigma-mm",), dict(default="1.5", help="perturbation scales in millimetres, comma list (one floor "
+                                                    "each, on the same draws; several also plot label_floor.png)")),
         (("--perturbations",), dict(type=int, default=4, help="perturbed starts per row")),
         (("--mode",), dict(default="blocks", choices=["blocks", "command"],
                            help="shift the objects, or the arm's set-point the actions integrate from")),

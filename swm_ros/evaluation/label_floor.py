@@ -14,6 +14,10 @@ question family:
 A predictor given the frame must answer all K + 1 starts alike, so it is wrong on at least
 min(p, 1 - p) of them (p: their share of "yes"). Averaged over rows, that bounds from below
 the error any model of the frame makes on the split: what accuracy targets can ask of one.
+
+Several sigmas (`--sigma-mm 1.5,3,6`) share each row's replay and its perturbation draws (the
+same N(0, 1) noise scaled by each sigma), so the floor's growth with sigma is not drawn anew at
+every point: how precisely a model must place things to answer as well as the labels allow.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ class LabelFloorConfig:
     data: str = "data/saqa/saqa.h5"
     split: str = "test"
     rows: int = 2000
-    sigma_mm: float = 1.5
+    sigma_mm: tuple[float, ...] = (1.5,)    # perturbation scales, one floor each
     perturbations: int = 4
     mode: str = "blocks"
     seed: int = 0
@@ -42,8 +46,9 @@ class LabelFloorConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; modes are {MODES}")
-        if self.rows < 1 or self.perturbations < 1 or self.sigma_mm < 0:
-            raise ValueError("rows and perturbations must be >= 1, sigma_mm >= 0")
+        self.sigma_mm = tuple(float(v) for v in np.atleast_1d(self.sigma_mm))
+        if self.rows < 1 or self.perturbations < 1 or not self.sigma_mm or min(self.sigma_mm) < 0:
+            raise ValueError("rows and perturbations must be >= 1, every sigma_mm >= 0")
 
 
 def _label(family, s0, s1, a: int, b: int, d: int) -> int:
@@ -57,9 +62,9 @@ def _label(family, s0, s1, a: int, b: int, d: int) -> int:
 def _perturb(env, mode: str, sigma: float, rng: np.random.Generator) -> None:
     if mode == "blocks":
         for name in env.privileged_state().objects:
-            env.shift_object(name, rng.normal(0.0, sigma, 2))
+            env.shift_object(name, sigma * rng.standard_normal(2))
     else:
-        env.set_command(env.privileged_state().effector_position + rng.normal(0.0, sigma, 3))
+        env.set_command(env.privileged_state().effector_position + sigma * rng.standard_normal(3))
 
 
 def label_floor(cfg: LabelFloorConfig, progress: bool = True) -> dict[str, Any]:
@@ -80,7 +85,6 @@ def label_floor(cfg: LabelFloorConfig, progress: bool = True) -> dict[str, Any]:
     for i, e in enumerate(col["episode"]):
         by_episode[int(e)].append(i)
 
-    sigma = cfg.sigma_mm / 1000.0
     envs: dict[tuple[str, str], Any] = {}
     rows, replay_mismatch = [], 0
     bar = tqdm(total=len(picked), desc="label floor", disable=not progress)
@@ -105,20 +109,24 @@ def label_floor(cfg: LabelFloorConfig, progress: bool = True) -> dict[str, Any]:
                 t, h = int(col["t"][i]), int(col["h"][i])
                 family = get_family(ds.family_names[int(col["family"][i])])
                 subjects = int(col["subject_a"][i]), int(col["subject_b"][i]), int(col["direction"][i])
-                labels = []
-                for k in range(cfg.perturbations + 1):
+
+
+                def outcome(sigma_mm: float, k: int) -> int:
                     env.restore(starts[t])
-                    if k:
-                        _perturb(env, cfg.mode, sigma, rng)
+                    if k:      # the same draw at every sigma: common random numbers
+                        _perturb(env, cfg.mode, sigma_mm / 1000.0, np.random.default_rng((cfg.seed, i, k)))
                     s0 = env.privileged_state()
                     for s in range(t, t + h):
                         env.step_physics(actions[s])
-                    labels.append(_label(family, s0, env.privileged_state(), *subjects))
+                    return _label(family, s0, env.privileged_state(), *subjects)
+
                 bar.update()
-                if labels[0] != int(col["answer"][i]):
+                real = outcome(0.0, 0)
+                if real != int(col["answer"][i]):
                     replay_mismatch += 1
                     continue
-                rows.append((family.name, labels))
+                rows.append((family.name, [[real] + [outcome(sg, k) for k in range(1, cfg.perturbations + 1)]
+                                           for sg in cfg.sigma_mm]))
     finally:
         bar.close()
         for env in envs.values():
@@ -133,34 +141,70 @@ def row_floor(labels: list[int]) -> float:
     return min(p, 1.0 - p)
 
 
-def summarise(cfg: LabelFloorConfig, rows: list[tuple[str, list[int]]], replay_mismatch: int) -> dict[str, Any]:
-    floors = [(name, row_floor(labels)) for name, labels in rows]
+def _floor_at(rows: list[tuple[str, list[int]]]) -> dict[str, Any]:
+    """One sigma's floor: rows are (family, that sigma's labels of the row's starts)."""
     by_family: dict[str, list[float]] = defaultdict(list)
-    for name, f in floors:
-        by_family[name].append(f)
-    values = np.array([f for _, f in floors]) if floors else np.zeros(0)
-    return {"config": asdict(cfg), "rows": len(rows), "replay_mismatch": replay_mismatch,
-            "error_floor": float(values.mean()) if len(values) else float("nan"),
-            "accuracy_ceiling": float(1.0 - values.mean()) if len(values) else float("nan"),
-            "rows_with_a_flip": float((values > 0).mean()) if len(values) else float("nan"),
+    for name, labels in rows:
+        by_family[name].append(row_floor(labels))
+    values = np.array([f for v in by_family.values() for f in v])
+    if not len(values):
+        return {"error_floor": float("nan"), "accuracy_ceiling": float("nan"), "rows_with_a_flip": float("nan"),
+                "by_family": {}}
+    return {"error_floor": float(values.mean()), "accuracy_ceiling": float(1.0 - values.mean()),
+            "rows_with_a_flip": float((values > 0).mean()),
             "by_family": {k: {"rows": len(v), "error_floor": float(np.mean(v))} for k, v in sorted(by_family.items())}}
+
+
+def summarise(cfg: LabelFloorConfig, rows: list[tuple[str, list[list[int]]]], replay_mismatch: int) -> dict[str, Any]:
+    """rows: (family, per sigma of cfg.sigma_mm the labels of the row's K + 1 starts)."""
+    return {"config": asdict(cfg), "rows": len(rows), "replay_mismatch": replay_mismatch,
+            "by_sigma": [{"sigma_mm": sg, **_floor_at([(name, labels[j]) for name, labels in rows])}
+                         for j, sg in enumerate(cfg.sigma_mm)]}
 
 
 def to_markdown(summary: dict[str, Any]) -> str:
     c = summary["config"]
-    lines = [f"# Label floor: {c['data']} ({c['split']}), {c['mode']} perturbed by {c['sigma_mm']} mm, "
-             f"{c['perturbations']} starts per row", "",
-             f"{summary['rows']} rows ({summary['replay_mismatch']} left out: the replay labelled them otherwise). "
-             f"Error floor of a frame-only predictor **{summary['error_floor']:.4f}** (accuracy at most "
-             f"{summary['accuracy_ceiling']:.4f}); rows whose answer changes in some start: "
-             f"{summary['rows_with_a_flip']:.4f}.", "", "| family | rows | error floor |", "|---|---|---|"]
-    lines += [f"| {k} | {v['rows']} | {v['error_floor']:.4f} |" for k, v in summary["by_family"].items()]
+    families = sorted({k for f in summary["by_sigma"] for k in f["by_family"]})
+    lines = [f"# Label floor: {c['data']} ({c['split']}), {c['mode']} perturbed, {c['perturbations']} starts per row",
+             "", f"{summary['rows']} rows ({summary['replay_mismatch']} left out: the replay labelled them otherwise). "
+             "Error floor of a frame-only predictor (accuracy at most one minus it), and the share of rows whose "
+             "answer changes in some start:", "",
+             "| sigma (mm) | error floor | accuracy ceiling | rows with a flip | " + " | ".join(families) + " |",
+             "|---" * (4 + len(families)) + "|"]
+    for f in summary["by_sigma"]:
+        fam = [f"{f['by_family'][k]['error_floor']:.4f}" if k in f["by_family"] else "-" for k in families]
+        lines.append(f"| {f['sigma_mm']:g} | **{f['error_floor']:.4f}** | {f['accuracy_ceiling']:.4f} | "
+                     f"{f['rows_with_a_flip']:.4f} | " + " | ".join(fam) + " |")
     return "\n".join(lines) + "\n"
+
+
+def plot_floor(summary: dict[str, Any], path: Path) -> None:
+    """Error floor against sigma, overall and per family."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = summary["by_sigma"]
+    sigmas = [f["sigma_mm"] for f in points]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in sorted({k for f in points for k in f["by_family"]}):
+        ax.plot(sigmas, [f["by_family"].get(name, {}).get("error_floor", np.nan) for f in points],
+                marker=".", lw=1, alpha=0.7, label=name)
+    ax.plot(sigmas, [f["error_floor"] for f in points], "k-o", lw=2.5, label="all rows")
+    ax.set_xlabel(f"sigma of the {summary['config']['mode']} perturbation (mm)")
+    ax.set_ylabel("error floor of a frame-only predictor")
+    ax.set_title(f"{Path(summary['config']['data']).name} ({summary['config']['split']}), {summary['rows']} rows")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def cli_eval_label_floor(args: Any) -> int:
     try:
-        cfg = LabelFloorConfig(data=args.data, split=args.split, rows=args.rows, sigma_mm=args.sigma_mm,
+        sigmas = tuple(float(v) for v in args.sigma_mm.split(","))
+        cfg = LabelFloorConfig(data=args.data, split=args.split, rows=args.rows, sigma_mm=sigmas,
                                perturbations=args.perturbations, mode=args.mode, seed=args.seed, out=args.out)
         summary = label_floor(cfg, progress=not args.json)
     except (ValueError, FileNotFoundError) as e:
@@ -170,5 +214,7 @@ def cli_eval_label_floor(args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "label_floor.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "label_floor.md").write_text(to_markdown(summary))
+    if len(cfg.sigma_mm) > 1:
+        plot_floor(summary, out / "label_floor.png")
     print(json.dumps(summary) if args.json else to_markdown(summary))
     return 0
