@@ -283,9 +283,14 @@ def test_checkpoint_carries_the_data_processor_and_eval_reports(saqa_file, tmp_p
     assert 0.0 <= result["accuracy"] <= 1.0 and result["rows"] > 0
     assert sum(v["rows"] for v in result["by_family"].values()) == result["rows"]
     assert sum(v["rows"] for v in result["by_horizon"].values()) == result["rows"]
+    for family, by_h in result["by_family_horizon"].items():     # the cross table adds up to each family's
+        fam = result["by_family"][family]
+        assert sum(v["rows"] for v in by_h.values()) == fam["rows"]
+        assert sum(v["accuracy"] * v["rows"] for v in by_h.values()) == pytest.approx(fam["accuracy"] * fam["rows"])
     assert sum(b["rows"] for b in result["reliability"]) == result["rows"] and 0.0 <= result["ece"] <= 1.0
     for suffix in (".json", ".md", ".png"):
         assert (report / f"world_model_eval_test{suffix}").is_file()
+    assert "share of errors" in (report / "world_model_eval_test.md").read_text()
 
     missing = run_swm("eval", "world-model", "--checkpoint", str(tmp_path / "nope"), "--data", str(saqa_file))
     assert missing.returncode == 2 and "not found" in missing.stdout

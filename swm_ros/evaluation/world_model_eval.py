@@ -3,8 +3,9 @@
     swm eval world-model --split test --json                  # the shipped model
     swm eval world-model --checkpoint runs/world_model_tiny --split ood --data data/saqa/saqa.h5
 
-Reports accuracy overall (`accuracy`, a fraction), per question family and per horizon
-bucket, the expected calibration error of p(yes) (10 equal-width bins) with a reliability
+Reports accuracy overall (`accuracy`, a fraction), per question family, per horizon bucket and
+per family within each bucket (`by_family_horizon`: where the errors are, perception at h = 0 or
+dynamics further ahead), the expected calibration error of p(yes) (10 equal-width bins) with a reliability
 plot, and the Brier score. Writes <out>/world_model_eval_<split>.{json,md,png}.
 Rows are evaluated in the order of the file, up to --max-rows (a seeded random subset).
 """
@@ -81,12 +82,15 @@ def evaluate_world_model(model, saqa_path: str | Path, split: str = "test", max_
     p, y, fam, hor = (np.concatenate(x) for x in (p_yes, answers, families, horizons))
     correct = (p >= 0.5) == (y == 1)
     names = ds.family_names
+    buckets = {k: (hor >= lo) & (hor <= hi) for k, (lo, hi) in HORIZON_BUCKETS.items()}
     result: dict[str, Any] = {
         "split": split, "rows": int(len(y)), "accuracy": float(correct.mean()),
         "yes_fraction": float(y.mean()),
         "baseline_majority": float(max(y.mean(), 1 - y.mean())),
         "by_family": _accuracy_table(correct, {names[f]: fam == f for f in sorted(set(fam.tolist()))}),
-        "by_horizon": _accuracy_table(correct, {k: (hor >= lo) & (hor <= hi) for k, (lo, hi) in HORIZON_BUCKETS.items()}),
+        "by_horizon": _accuracy_table(correct, buckets),
+        "by_family_horizon": {names[f]: _accuracy_table(correct, {k: (fam == f) & m for k, m in buckets.items()})
+                              for f in sorted(set(fam.tolist()))},
         **calibration(p, y),
         "rows_per_s": float(len(y) / seconds) if seconds > 0 else None,
         "data": str(saqa_path),
@@ -129,6 +133,17 @@ def to_markdown(result: dict[str, Any], model_name: str) -> str:
     lines += [f"| {k} | {v['accuracy']:.4f} | {v['rows']} |" for k, v in result["by_family"].items()]
     lines += ["", "| horizon | accuracy | rows |", "|---|---|---|"]
     lines += [f"| {k} | {v['accuracy']:.4f} | {v['rows']} |" for k, v in result["by_horizon"].items()]
+    cross = result.get("by_family_horizon")
+    if cross:
+        errors = (1.0 - result["accuracy"]) * result["rows"]
+        lines += ["", "Accuracy (rows) per family and horizon, and each family's share of all errors:", "",
+                  "| family | " + " | ".join(HORIZON_BUCKETS) + " | share of errors |",
+                  "|---" * (len(HORIZON_BUCKETS) + 2) + "|"]
+        for k, by_h in cross.items():
+            cells = [f"{by_h[b]['accuracy']:.3f} ({by_h[b]['rows']})" if b in by_h else "-" for b in HORIZON_BUCKETS]
+            fam = result["by_family"][k]
+            share = (1.0 - fam["accuracy"]) * fam["rows"] / errors if errors else 0.0
+            lines.append(f"| {k} | " + " | ".join(cells) + f" | {share:.3f} |")
     return "\n".join(lines) + "\n"
 
 
