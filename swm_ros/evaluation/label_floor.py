@@ -186,16 +186,17 @@ def plot_floor(summary: dict[str, Any], path: Path) -> None:
 
     points = summary["by_sigma"]
     sigmas = [f["sigma_mm"] for f in points]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(8.0, 4.2))
     for name in sorted({k for f in points for k in f["by_family"]}):
+        rows = max(f["by_family"].get(name, {}).get("rows", 0) for f in points)
         ax.plot(sigmas, [f["by_family"].get(name, {}).get("error_floor", np.nan) for f in points],
-                marker=".", lw=1, alpha=0.7, label=name)
+                marker=".", lw=1, alpha=0.7, label=f"{name} ({rows} rows)")
     ax.plot(sigmas, [f["error_floor"] for f in points], "k-o", lw=2.5, label="all rows")
     ax.set_xlabel(f"sigma of the {summary['config']['mode']} perturbation (mm)")
     ax.set_ylabel("error floor of a frame-only predictor")
     ax.set_title(f"{Path(summary['config']['data']).name} ({summary['config']['split']}), {summary['rows']} rows")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
