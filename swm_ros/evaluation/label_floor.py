@@ -67,6 +67,19 @@ def _perturb(env, mode: str, sigma: float, rng: np.random.Generator) -> None:
         env.set_command(env.privileged_state().effector_position + sigma * rng.standard_normal(3))
 
 
+def _rollout_label(env, start, actions: np.ndarray, family, subjects: tuple[int, int, int],
+                   noise: tuple[str, float, np.random.Generator] | None) -> int:
+    """The row's label after `actions` run from `start`, its scene first perturbed by `noise`
+    (mode, sigma in metres, generator) when given."""
+    env.restore(start)
+    if noise is not None:
+        _perturb(env, *noise)
+    s0 = env.privileged_state()
+    for a in actions:
+        env.step_physics(a)
+    return _label(family, s0, env.privileged_state(), *subjects)
+
+
 def label_floor(cfg: LabelFloorConfig, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
@@ -110,15 +123,10 @@ def label_floor(cfg: LabelFloorConfig, progress: bool = True) -> dict[str, Any]:
                 family = get_family(ds.family_names[int(col["family"][i])])
                 subjects = int(col["subject_a"][i]), int(col["subject_b"][i]), int(col["direction"][i])
 
-
                 def outcome(sigma_mm: float, k: int) -> int:
-                    env.restore(starts[t])
-                    if k:      # the same draw at every sigma: common random numbers
-                        _perturb(env, cfg.mode, sigma_mm / 1000.0, np.random.default_rng((cfg.seed, i, k)))
-                    s0 = env.privileged_state()
-                    for s in range(t, t + h):
-                        env.step_physics(actions[s])
-                    return _label(family, s0, env.privileged_state(), *subjects)
+                    # start k > 0 is perturbed by draw k of this row, the same at every sigma
+                    noise = None if k == 0 else (cfg.mode, sigma_mm / 1000.0, np.random.default_rng((cfg.seed, i, k)))
+                    return _rollout_label(env, starts[t], actions[t:t + h], family, subjects, noise)
 
                 bar.update()
                 real = outcome(0.0, 0)
