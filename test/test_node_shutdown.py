@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -68,3 +69,35 @@ def test_background_node_closes_without_raising_in_its_spin_thread(ros_env) -> N
     r = subprocess.run([sys.executable, "-c", BACKGROUND_NODE_SCRIPT], env=ros_env, capture_output=True, text=True,
                        timeout=60, cwd=REPO)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_shutdown_waits_for_a_callback_the_pool_lost_track_of() -> None:
+    """A SIGINT between a pool worker's start and the pool recording it (the first callback just
+    running) leaves a worker that ThreadPoolExecutor.shutdown does not join; the executor still
+    waits for it through rclpy's count of callbacks in flight. Here that worker is made by hand:
+    a thread inside the count, outside the pool."""
+    import rclpy
+
+    from swm_ros.ros.node_utils import MultiThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for timeout, finished in ((3.0, True), (0.1, False)):
+            executor = MultiThreadedExecutor(num_threads=2, context=context)
+            inside = threading.Event()
+
+            def callback() -> None:
+                with executor._work_tracker:
+                    inside.set()
+                    time.sleep(0.5)
+
+            worker = threading.Thread(target=callback)
+            worker.start()
+            inside.wait(5.0)
+            t0 = time.monotonic()
+            assert executor.shutdown(timeout_sec=timeout) is finished
+            assert (time.monotonic() - t0 >= 0.3) if finished else (time.monotonic() - t0 < 0.4)
+            worker.join()
+    finally:
+        context.try_shutdown()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -108,14 +109,22 @@ class MultiThreadedExecutor(_RclpyMultiThreadedExecutor):
     """
 
     def shutdown(self, timeout_sec: float | None = None) -> bool:
+        deadline = None if timeout_sec is None or timeout_sec < 0 else time.monotonic() + timeout_sec
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         pool = self._executor     # rclpy's ThreadPoolExecutor: no public handle on it
         # ThreadPoolExecutor.shutdown(wait=True) joins its workers but takes no timeout
         joiner = threading.Thread(target=pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
                                   name="executor-drain", daemon=True)
         joiner.start()
-        joiner.join(None if timeout_sec is None or timeout_sec < 0 else timeout_sec)
-        drained = not joiner.is_alive()
-        return super().shutdown(timeout_sec=0) and drained
+        joiner.join(left())
+        # The pool joins only the workers it has recorded, and it records a new one after starting
+        # it: a SIGINT in between (the pool's first callback is just running) leaves that worker
+        # unjoined. rclpy's own count of callbacks in flight still holds it.
+        idle = self._work_tracker.wait(left())
+        return super().shutdown(timeout_sec=0) and not joiner.is_alive() and idle
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
