@@ -5,8 +5,8 @@
 
 Reports accuracy overall (`accuracy`, a fraction), per question family, per horizon bucket and
 per family within each bucket (`by_family_horizon`: where the errors are, perception at h = 0 or
-dynamics further ahead), the expected calibration error of p(yes) (10 equal-width bins) with a reliability
-plot, and the Brier score. Writes <out>/world_model_eval_<split>.{json,md,png}.
+dynamics further ahead), the expected calibration error of p(yes) (10 equal-width bins) with a
+reliability plot, and the Brier score. Writes <out>/world_model_eval_<split>.{json,md,png}.
 Rows are evaluated in the order of the file, up to --max-rows (a seeded random subset).
 """
 from __future__ import annotations
@@ -81,16 +81,16 @@ def evaluate_world_model(model, saqa_path: str | Path, split: str = "test", max_
     seconds = time.perf_counter() - t0
     p, y, fam, hor = (np.concatenate(x) for x in (p_yes, answers, families, horizons))
     correct = (p >= 0.5) == (y == 1)
-    names = ds.family_names
+    names, present = ds.family_names, sorted(set(fam.tolist()))
     buckets = {k: (hor >= lo) & (hor <= hi) for k, (lo, hi) in HORIZON_BUCKETS.items()}
     result: dict[str, Any] = {
         "split": split, "rows": int(len(y)), "accuracy": float(correct.mean()),
         "yes_fraction": float(y.mean()),
         "baseline_majority": float(max(y.mean(), 1 - y.mean())),
-        "by_family": _accuracy_table(correct, {names[f]: fam == f for f in sorted(set(fam.tolist()))}),
+        "by_family": _accuracy_table(correct, {names[f]: fam == f for f in present}),
         "by_horizon": _accuracy_table(correct, buckets),
         "by_family_horizon": {names[f]: _accuracy_table(correct, {k: (fam == f) & m for k, m in buckets.items()})
-                              for f in sorted(set(fam.tolist()))},
+                              for f in present},
         **calibration(p, y),
         "rows_per_s": float(len(y) / seconds) if seconds > 0 else None,
         "data": str(saqa_path),
