@@ -101,3 +101,30 @@ def test_shutdown_waits_for_a_callback_the_pool_lost_track_of() -> None:
             worker.join()
     finally:
         context.try_shutdown()
+
+
+def test_a_timer_cancelled_after_it_was_ready_is_skipped_not_raised() -> None:
+    """rclpy 7.1 raises out of spin() when another callback cancels a timer the wait set has
+    already seen ready (CI saw policy_node exit 1, its retry timer cancelled); ours skips it."""
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.executors import MultiThreadedExecutor as RclpyMultiThreadedExecutor
+    from rclpy.node import Node
+
+    from swm_ros.ros.node_utils import MultiThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = Node("cancelled_timer", context=context)
+        executor = MultiThreadedExecutor(num_threads=2, context=context)
+        timer = node.create_timer(0.001, lambda: None)
+        time.sleep(0.01)
+        timer.cancel()
+        with pytest.raises(RCLError, match="timer is canceled"):
+            RclpyMultiThreadedExecutor._take_timer(executor, timer)
+        assert executor._take_timer(timer) is None
+        executor.shutdown(timeout_sec=0)
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -126,6 +126,17 @@ class MultiThreadedExecutor(_RclpyMultiThreadedExecutor):
         idle = self._work_tracker.wait(left())
         return super().shutdown(timeout_sec=0) and not joiner.is_alive() and idle
 
+    def _take_timer(self, tmr):
+        # A timer cancelled by another callback after the wait set saw it ready makes rclpy 7.1's
+        # call_timer raise "timer is canceled" out of spin(), ending the node (ros2/rclpy#1485,
+        # fixed upstream in #1487, not in the Jazzy wheels): that timer has no work this time.
+        try:
+            return super()._take_timer(tmr)
+        except RCLError as e:
+            if "timer is canceled" in str(e):
+                return None
+            raise
+
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None, threads: int = 1) -> int:
     """init -> build -> spin -> clean shutdown (research/ros2-pip.md §5.7). Returns the exit code.
