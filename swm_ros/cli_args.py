@@ -170,6 +170,10 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--stop-at",), dict(type=int, default=None, help="end this run after this step (resume later)")),
         (("--no-progress",), dict(action="store_true", help="no progress bar")),
     ],
+    "cli_ensemble": [
+        (("members",), dict(nargs="+", help="world-model checkpoint directories (at least 2)")),
+        (("--out",), dict(required=True, help="directory for the ensemble (member_0, member_1, ... and config.yaml)")),
+    ],
     "cli_train_policy": [
         (("--config",), dict(default="config/train/policy_flow.yaml", help="training config YAML")),
         (("--out",), dict(default=None, help="run / checkpoint directory (default: the config's out)")),

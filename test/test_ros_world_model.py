@@ -18,6 +18,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 
 from swm_ros.envs.base import ACTION_NAMES
 from swm_ros.models.checkpoint import load_checkpoint, save_checkpoint
+from swm_ros.models.ensemble import write_ensemble
+from swm_ros.models.registry import load_world_model
 from swm_ros.models.tiny import TinyConfig, TinyWorldModel
 from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
 from swm_ros.robots.profile import load_robot_profile
@@ -43,16 +45,27 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A small tiny-backend checkpoint with a cropping image processor (weights perturbed so answers vary)."""
-    torch.manual_seed(0)
+def _small_checkpoint(directory: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
     model = TinyWorldModel(TinyConfig(conv_channels=[16, 32, 64], d_model=64, layers=2, heads=4, max_steps=MAX_STEPS))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     model.image_processor = ImageProcessor(ImageProcessorConfig(roi=(0.2, 0.25, 0.7, 0.9), size=64))
-    return save_checkpoint(model, tmp_path_factory.mktemp("wm") / "checkpoint")
+    return save_checkpoint(model, directory)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A small tiny-backend checkpoint with a cropping image processor (weights perturbed so answers vary)."""
+    return _small_checkpoint(tmp_path_factory.mktemp("wm") / "checkpoint", seed=0)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory, checkpoint) -> Path:
+    """An ensemble of that checkpoint and another seed's (`swm ensemble`'s format)."""
+    root = tmp_path_factory.mktemp("ensemble")
+    return write_ensemble([checkpoint, _small_checkpoint(root / "other", seed=1)], root / "ensemble")
 
 
 def _chunk(actions: np.ndarray, names=ACTION_NAMES):
@@ -209,7 +222,23 @@ def test_answers_equal_the_model_and_bad_requests_are_refused(start_node, probe,
     proc.stop_cleanly()
 
 
-def test_bad_checkpoints_and_backends_stop_the_node_with_a_reason(start_node, checkpoint, tmp_path) -> None:
+def test_an_ensemble_checkpoint_answers_as_in_process(start_node, probe, ensemble, tmp_path) -> None:
+    proc = start_node("world_model_node", "-p", f"checkpoint:={ensemble}", "-p", "num_threads:=1")
+    client = probe.node.create_client(QueryWorldModel, "/world_model_node/query")
+    assert probe.wait_for(lambda: client.service_is_ready() or not proc.alive(), 60), proc.output()
+    model = load_world_model(str(ensemble))
+    frame = RNG.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    chunks = [RNG.uniform(-1, 1, (h, len(ACTION_NAMES))).astype(np.float32) for h in (8, 0, 16)]
+    future = client.call_async(_request(conv.numpy_to_image(frame, "rgb8"), [_chunk(c) for c in chunks], QUESTIONS))
+    assert probe.wait_for(future.done, 30), proc.output()
+    expected = _expected(model, frame, chunks, QUESTIONS)
+    members = [_expected(m, frame, chunks, QUESTIONS) for m in model.members]
+    assert np.abs(members[0] - members[1]).max() > 1e-3      # two members that differ were combined
+    np.testing.assert_allclose(_answers(future.result()), expected, atol=1e-5)
+    proc.stop_cleanly()
+
+
+def test_bad_checkpoints_and_backends_stop_the_node_with_a_reason(start_node, checkpoint, ensemble, tmp_path) -> None:
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "config.yaml").write_text((checkpoint / "config.yaml").read_text())
@@ -220,6 +249,8 @@ def test_bad_checkpoints_and_backends_stop_the_node_with_a_reason(start_node, ch
         ("checkpoint:=" + str(corrupt),): f"{corrupt / 'model.safetensors'}: corrupt or not a safetensors file",
         ("backend:=paligemma_99b",): "unknown world-model backend 'paligemma_99b'; known backends: [",
         ("checkpoint:=" + str(checkpoint), "backend:=tiny", "device:=cuda:7"): "device 'cuda:7'",
+        ("checkpoint:=" + str(ensemble), "backend:=effnet"): f"checkpoint {ensemble} holds tiny weights, but backend "
+                                                              f"is 'effnet'",
     }
     procs = {}
     for args, error in cases.items():   # started together: each pays the torch import once, in parallel

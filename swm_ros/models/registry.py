@@ -58,12 +58,22 @@ def default_weights(name: str) -> Path:
     return WEIGHTS_DIR / name
 
 
+def checkpoint_backends(directory: str | Path) -> list[str]:
+    """The backend of the model a checkpoint directory holds, or of each member of an ensemble."""
+    from swm_ros.models.checkpoint import read_checkpoint_config
+    from swm_ros.models.ensemble import is_ensemble_dir, member_directories
+
+    members = member_directories(directory) if is_ensemble_dir(directory) else [Path(directory)]
+    return [read_checkpoint_config(d)["backend"] for d in members]
+
+
 def load_world_model(path_or_name: str | Path, device: str = "cpu", proprio: bool = False):
-    """Load a checkpoint directory, or shipped weights by name: a backend's (`tiny`) or another
-    shipped model (`tiny-ogbench`, the tiny model trained on OGBench cube SAQA). `proprio`: the
-    caller passes the robot's proprioception, so a model that reads it (`proprio_dim`) may load;
+    """Load a checkpoint directory (one model's, or an ensemble's: `swm_ros.models.ensemble`),
+    or shipped weights by name: a backend's (`tiny`) or another shipped model (`tiny-ogbench`,
+    the tiny model trained on OGBench cube SAQA). `proprio`: the caller passes the robot's proprioception, so a model that reads it (`proprio_dim`) may load;
     every other caller gets a clear error here rather than at its first query."""
     from swm_ros.models.checkpoint import load_checkpoint
+    from swm_ros.models.ensemble import is_ensemble_dir, load_ensemble
 
     p = Path(path_or_name)
     shipped = isinstance(path_or_name, str) and (path_or_name in BACKENDS or default_weights(path_or_name).is_dir())
@@ -72,9 +82,9 @@ def load_world_model(path_or_name: str | Path, device: str = "cpu", proprio: boo
         if not p.is_dir():
             raise FileNotFoundError(f"no shipped weights for backend {path_or_name!r} at {p}; "
                                     f"train them with `swm train world-model` or pass a checkpoint directory")
-    model = load_checkpoint(p, device=device)
+    model = load_ensemble(p, device=device) if is_ensemble_dir(p) else load_checkpoint(p, device=device)
     if model.reads_proprio and not proprio:
-        raise ValueError(f"{p}: this world model reads the robot's proprioception (proprio_dim "
-                         f"{model.proprio.mean.numel()}), which this command or node does not pass; only training, "
+        raise ValueError(f"{p}: this world model reads the robot's proprioception (proprio_dim), "
+                         f"which this command or node does not pass; only training, "
                          f"`swm eval world-model` and `swm eval closed-loop` do")
     return model

@@ -130,8 +130,8 @@ class WorldModelNode(Node):
 
     def _load_model(self):
         """(model, description) from the parameters; StartupError with the reason otherwise."""
-        from swm_ros.models.checkpoint import CheckpointError, read_checkpoint_config
-        from swm_ros.models.registry import UnknownBackendError, get_backend, load_world_model
+        from swm_ros.models.checkpoint import CheckpointError
+        from swm_ros.models.registry import UnknownBackendError, checkpoint_backends, get_backend, load_world_model
 
         if not self.p.checkpoint and not self.p.backend:
             raise StartupError("set checkpoint (a directory) or backend (its shipped weights)")
@@ -139,10 +139,10 @@ class WorldModelNode(Node):
             if self.p.backend:
                 get_backend(self.p.backend)
             if self.p.checkpoint:
-                found = read_checkpoint_config(self.p.checkpoint)["backend"]
-                if self.p.backend and found != self.p.backend:
-                    raise StartupError(f"checkpoint {self.p.checkpoint} holds a {found!r} model, but backend is "
-                                       f"{self.p.backend!r} (set backend:={found} or backend:='')")
+                found = sorted(set(checkpoint_backends(self.p.checkpoint)))    # an ensemble's members may differ
+                if self.p.backend and found != [self.p.backend]:
+                    raise StartupError(f"checkpoint {self.p.checkpoint} holds {'/'.join(found)} weights, but backend "
+                                       f"is {self.p.backend!r} (set backend:={found[0]} or backend:='')")
             import torch
 
             device = torch.device(self.p.device)
