@@ -71,60 +71,58 @@ def test_background_node_closes_without_raising_in_its_spin_thread(ros_env) -> N
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
 
-def test_shutdown_waits_for_a_callback_the_pool_lost_track_of() -> None:
+@pytest.fixture
+def context():
+    """An rclpy context of this test's own, in this process (the executor tests need no other process)."""
+    import rclpy
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()
+
+
+def test_shutdown_waits_for_a_callback_the_pool_lost_track_of(context) -> None:
     """A SIGINT between a pool worker's start and the pool recording it (the first callback just
     running) leaves a worker that ThreadPoolExecutor.shutdown does not join; the executor still
     waits for it through rclpy's count of callbacks in flight. Here that worker is made by hand:
     a thread inside the count, outside the pool."""
-    import rclpy
-
     from swm_ros.ros.node_utils import MultiThreadedExecutor
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        for timeout, finished in ((3.0, True), (0.1, False)):
-            executor = MultiThreadedExecutor(num_threads=2, context=context)
-            inside = threading.Event()
+    for timeout, finished in ((3.0, True), (0.1, False)):
+        executor = MultiThreadedExecutor(num_threads=2, context=context)
+        inside = threading.Event()
 
-            def callback() -> None:
-                with executor._work_tracker:
-                    inside.set()
-                    time.sleep(0.5)
+        def callback() -> None:
+            with executor._work_tracker:
+                inside.set()
+                time.sleep(0.5)
 
-            worker = threading.Thread(target=callback)
-            worker.start()
-            inside.wait(5.0)
-            t0 = time.monotonic()
-            assert executor.shutdown(timeout_sec=timeout) is finished
-            assert (time.monotonic() - t0 >= 0.3) if finished else (time.monotonic() - t0 < 0.4)
-            worker.join()
-    finally:
-        context.try_shutdown()
+        worker = threading.Thread(target=callback)
+        worker.start()
+        inside.wait(5.0)
+        t0 = time.monotonic()
+        assert executor.shutdown(timeout_sec=timeout) is finished
+        assert (time.monotonic() - t0 >= 0.3) if finished else (time.monotonic() - t0 < 0.4)
+        worker.join()
 
 
-def test_a_timer_cancelled_after_it_was_ready_is_skipped_not_raised() -> None:
+def test_a_timer_cancelled_after_it_was_ready_is_skipped_not_raised(context) -> None:
     """rclpy 7.1 raises out of spin() when another callback cancels a timer the wait set has
     already seen ready (CI saw policy_node exit 1, its retry timer cancelled); ours skips it."""
-    import rclpy
     from rclpy._rclpy_pybind11 import RCLError
     from rclpy.executors import MultiThreadedExecutor as RclpyMultiThreadedExecutor
     from rclpy.node import Node
 
     from swm_ros.ros.node_utils import MultiThreadedExecutor
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        node = Node("cancelled_timer", context=context)
-        executor = MultiThreadedExecutor(num_threads=2, context=context)
-        timer = node.create_timer(0.001, lambda: None)
-        time.sleep(0.01)
-        timer.cancel()
-        with pytest.raises(RCLError, match="timer is canceled"):
-            RclpyMultiThreadedExecutor._take_timer(executor, timer)
-        assert executor._take_timer(timer) is None
-        executor.shutdown(timeout_sec=0)
-        node.destroy_node()
-    finally:
-        context.try_shutdown()
+    node = Node("cancelled_timer", context=context)
+    executor = MultiThreadedExecutor(num_threads=2, context=context)
+    timer = node.create_timer(0.001, lambda: None)
+    time.sleep(0.01)
+    timer.cancel()
+    with pytest.raises(RCLError, match="timer is canceled"):
+        RclpyMultiThreadedExecutor._take_timer(executor, timer)
+    assert executor._take_timer(timer) is None
+    executor.shutdown(timeout_sec=0)
+    node.destroy_node()
