@@ -21,7 +21,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("bench", "planner"): ("swm_ros.planning.bench", "cli_bench_planner", "planning time per chunk, per method"),
     ("train", "world-model"): ("swm_ros.models.train", "cli_train_world_model", "train a world model on SAQA rows"),
     ("ensemble",): ("swm_ros.models.ensemble", "cli_ensemble",
-                    "combine world-model checkpoints into one ensemble checkpoint (mean log-probability)"),
+                    "combine world-model checkpoints: an ensemble (mean log-probability) or their weight average"),
     ("train", "policy"): ("swm_ros.policies.learned.train", "cli_train_policy", "train the learned base policy on episodes"),
     ("eval", "policy"): ("swm_ros.policies.learned.evaluate", "cli_eval_policy", "closed-loop success rate of a base policy per task"),
     ("eval", "closed-loop"): ("swm_ros.evaluation.closed_loop", "cli_eval_closed_loop",

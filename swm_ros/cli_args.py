@@ -173,6 +173,8 @@ ARGUMENTS: dict[str, list[Arg]] = {
     "cli_ensemble": [
         (("members",), dict(nargs="+", help="world-model checkpoint directories (at least 2)")),
         (("--out",), dict(required=True, help="directory for the ensemble (member_0, member_1, ... and config.yaml)")),
+        (("--average-weights",), dict(action="store_true", help="write the members' weight average as one "
+                                      "ordinary checkpoint instead (members fine-tuned from one checkpoint)")),
     ],
     "cli_train_policy": [
         (("--config",), dict(default="config/train/policy_flow.yaml", help="training config YAML")),

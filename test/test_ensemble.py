@@ -146,5 +146,31 @@ def test_swm_ensemble_cli_writes_a_loadable_ensemble(tmp_path):
     r = run_swm("ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "ens"), timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert isinstance(load_world_model(str(tmp_path / "ens")), WorldModelEnsemble)
+    r = run_swm("ensemble", str(tmp_path / "a"), str(tmp_path / "b"), "--average-weights", "--out",
+                str(tmp_path / "soup"), timeout=120)
+    assert r.returncode == 0 and "weights' average" in r.stdout, r.stderr[-2000:]
+    assert checkpoint_backends(tmp_path / "soup") == ["tiny"]            # one ordinary checkpoint
     r = run_swm("ensemble", str(tmp_path / "a"), str(tmp_path / "nowhere"), "--out", str(tmp_path / "x"), timeout=120)
     assert r.returncode != 0 and "checkpoint directory not found" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_average_of_checkpoints_is_their_mean_weights(tmp_path):
+    from swm_ros.models.checkpoint import load_checkpoint
+    from swm_ros.models.ensemble import average_checkpoints
+
+    a, b = _member(0), _member(1)
+    save_checkpoint(a, tmp_path / "a")
+    save_checkpoint(b, tmp_path / "b")
+    soup = load_checkpoint(average_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "soup"))
+    for name, w in soup.state_dict().items():
+        assert torch.allclose(w, (a.state_dict()[name] + b.state_dict()[name]) / 2, atol=1e-6), name
+    assert soup.training_summary["average_of"] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    same = load_checkpoint(average_checkpoints([tmp_path / "a", tmp_path / "a"], tmp_path / "same"))
+    imgs, acts = _images(2), _actions(2, 6)
+    with torch.no_grad():
+        assert torch.allclose(same.answer_logits(imgs, acts, QUESTIONS), a.answer_logits(imgs, acts, QUESTIONS), atol=1e-6)
+
+    save_checkpoint(_member(2, d_model=48), tmp_path / "wide")
+    with pytest.raises(ValueError, match="has another model than"):
+        average_checkpoints([tmp_path / "a", tmp_path / "wide"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

@@ -17,6 +17,11 @@ side, (B, F1 + F2 + ...): one tensor, as callers cache it and the ONNX scorer ta
 
 On disk an ensemble is a directory holding `config.yaml` (format `swm_ros.world_model_ensemble`)
 and one ordinary checkpoint directory per member; `swm ensemble` writes one.
+
+Members fine-tuned from one checkpoint lie in one basin of the loss, and there the average
+of their weights (a "model soup", Wortsman et al. 2022) answers about as well as the
+ensemble at one model's cost: `average_checkpoints` / `swm ensemble --average-weights`
+writes that average as an ordinary checkpoint.
 """
 from __future__ import annotations
 
@@ -181,12 +186,35 @@ def write_ensemble(members: Sequence[str | Path], out: str | Path, note: dict[st
     return out
 
 
+def average_checkpoints(members: Sequence[str | Path], out: str | Path) -> Path:
+    """The uniform average of the members' weights as one ordinary checkpoint in `out`.
+    The members must be one model: backend, model config, vocabulary and image processor alike.
+    Only sensible for members fine-tuned from a common checkpoint (one loss basin)."""
+    from swm_ros.models.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+
+    if len(members) < 2:
+        raise ValueError(f"averaging needs at least 2 checkpoints, got {len(members)}")
+    configs = [read_checkpoint_config(m) for m in members]
+    for i, c in enumerate(configs[1:], start=1):
+        for key in ("backend", "model", "vocabulary", "processor"):
+            if c.get(key) != configs[0].get(key):
+                raise ValueError(f"checkpoint {members[i]} has another {key} than {members[0]}: "
+                                 f"only one model's weights can be averaged")
+    models = [load_checkpoint(m) for m in members]
+    states = [m.state_dict() for m in models]
+    averaged = {k: (sum(s[k].double() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+                for k, v in states[0].items()}
+    models[0].load_state_dict(averaged)
+    return save_checkpoint(models[0], out, training={"average_of": [str(m) for m in members]})
+
+
 def cli_ensemble(args: Any) -> int:
     if len(args.members) < 2:
         raise SystemExit(f"swm ensemble: give at least 2 member checkpoints, got {len(args.members)}")
     try:
-        out = write_ensemble(args.members, args.out)
+        out = (average_checkpoints if args.average_weights else write_ensemble)(args.members, args.out)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"swm ensemble: {e}") from None
-    print(f"wrote {out} ({len(args.members)} members); use it as --checkpoint {out}")
+    kind = "their weights' average" if args.average_weights else f"an ensemble of {len(args.members)}"
+    print(f"wrote {out} ({kind}); use it as --checkpoint {out}")
     return 0
