@@ -408,6 +408,16 @@ def test_init_from_starts_a_new_run_from_trained_weights(saqa_file, tmp_path):
     assert all(not v.any() for k, v in c.items() if k.startswith(("action_sums.", "hand_paths.mlp.2")))
     _assert_same_answers(load_world_model(sums).eval(), load_world_model(first).eval(), atol=1e-6)
 
+    # ensemble members: one config, the seed from the command line; another seed, another member
+    cfg_path.write_text(yaml.safe_dump({**cfg, "init_from": str(first)}))
+    for seed in (5, 6):
+        r = run_swm("train", "world-model", "--config", str(cfg_path), "--out", str(tmp_path / f"seed{seed}"),
+                    "--seed", str(seed), "--no-progress")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert yaml.safe_load((tmp_path / f"seed{seed}" / "train_config.yaml").read_text())["seed"] == seed
+    s5, s6 = (load_world_model(tmp_path / f"seed{seed}").state_dict() for seed in (5, 6))
+    assert any(not torch.equal(s5[k], s6[k]) for k in s5)
+
     # a deeper model may start from a shallower one: its extra blocks begin as identities, so it
     # answers exactly as the checkpoint did
     deeper = tmp_path / "deeper"

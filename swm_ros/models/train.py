@@ -573,6 +573,8 @@ def cli_train_world_model(args) -> int:
     cfg = load_train_config(args.config)
     if getattr(args, "steps", None):
         cfg = dataclasses.replace(cfg, steps=args.steps)
+    if getattr(args, "seed", None) is not None:        # ensemble members: one config, several seeds
+        cfg = dataclasses.replace(cfg, seed=args.seed)
     out = Path(args.out or cfg.out)
     summary = train_world_model(cfg, out, resume=args.resume, progress=not getattr(args, "no_progress", False),
                                 stop_at=getattr(args, "stop_at", None))
