@@ -74,16 +74,16 @@ class WorldModelEnsemble(WorldModel):
         self.action_dim = first.action_dim
         self.image_processor = first.image_processor
         self.config = EnsembleConfig(len(members), min(int(m.config.max_steps) for m in members))
-        self._feature_shapes: list[tuple[int, ...]] | None = None   # per member, batch left out
+        # each member's feature shape (batch left out), to split the flat features again; a
+        # member resizes every frame to its own input size, so one blank frame shows them all
+        with torch.no_grad():
+            blank = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+            self._feature_shapes = [tuple(m.encode_image(blank).shape[1:]) for m in members]
 
     def encode_image(self, images) -> torch.Tensor:
-        feats = [m.encode_image(images) for m in self.members]
-        self._feature_shapes = [tuple(f.shape[1:]) for f in feats]
-        return torch.cat([f.flatten(1) for f in feats], dim=1)
+        return torch.cat([m.encode_image(images).flatten(1) for m in self.members], dim=1)
 
     def _member_features(self, features: torch.Tensor) -> list[torch.Tensor]:
-        if self._feature_shapes is None:
-            raise RuntimeError("ensemble features come from this ensemble's encode_image; call it first")
         sizes = [math.prod(s) for s in self._feature_shapes]
         if features.dim() != 2 or features.shape[1] != sum(sizes):
             raise ValueError(f"ensemble features must be (B, {sum(sizes)}), got {tuple(features.shape)}")
