@@ -174,3 +174,35 @@ def test_average_of_checkpoints_is_their_mean_weights(tmp_path):
     with pytest.raises(ValueError, match="has another model than"):
         average_checkpoints([tmp_path / "a", tmp_path / "wide"], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_disagreement_penalty_scores_mean_less_spread():
+    from swm_ros.planning.objective import ModelObjective
+
+    ensemble = WorldModelEnsemble([_member(0), _member(1)]).eval()
+    questions = RenderedQuestions(questions=tuple(QUESTIONS), desired=(1.0, 0.0), weights=(0.5, 0.5))
+    with torch.no_grad():
+        feats = ensemble.encode_image(_images(1))
+    chunks = _actions(5, 16, seed=7)
+    plain = ModelObjective(ensemble, feats, questions, ObjectiveConfig(prefix_step=8))
+    penalised = ModelObjective(ensemble, feats, questions, ObjectiveConfig(prefix_step=8, disagreement_penalty=0.5))
+    with torch.no_grad():
+        members = ensemble.member_logits_from_features(feats, chunks, ensemble.tokenize(QUESTIONS))
+        m = (members[..., 1] - members[..., 0]) * torch.tensor([1.0, -1.0])          # (M, N, Q), desired
+        full = penalised.desired_margins(chunks)[:, -1]                              # the whole chunk
+        assert torch.allclose(full, m.mean(0) - 0.5 * m.std(0), atol=1e-4)
+        assert torch.allclose(plain.desired_margins(chunks)[:, -1], m.mean(0), atol=1e-4)
+        assert (penalised.score(chunks) < plain.score(chunks)).all()                # members disagree somewhat
+        many = _actions(40, 16, seed=8)                                               # the per-prefix path
+        assert torch.allclose(penalised.desired_margins(many), plain.desired_margins(many)
+                              - 0.5 * (penalised._member_yes_margins(many)
+                                       * penalised.sign).std(0), atol=1e-4)
+    grad_chunks = chunks.clone().requires_grad_(True)
+    penalised.score(grad_chunks).sum().backward()
+    assert torch.isfinite(grad_chunks.grad).all() and grad_chunks.grad.abs().sum() > 0
+
+    with pytest.raises(ValueError, match="needs an ensemble world model"):
+        single = _member(0)
+        ModelObjective(single, single.encode_image(_images(1)), questions, ObjectiveConfig(disagreement_penalty=0.5))
+    with pytest.raises(ValueError, match="disagreement_penalty must be >= 0"):
+        ObjectiveConfig(disagreement_penalty=-1.0)

@@ -47,6 +47,9 @@ class ObjectiveConfig:
     prefix_step: int = 8            # c: score the prefixes c, 2c, ..., H (the paper's action_skip)
     aggregate: str = "mean"         # over prefixes: mean | sum | max | last
     max_batch: int = 256            # rows (candidate chunk x prefix) per model call
+    # with an ensemble world model: each desired-answer margin becomes the members' mean minus
+    # this times their spread (std), so a chunk only some members believe in scores less; 0: the mean
+    disagreement_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.prefix_step < 1:
@@ -55,6 +58,8 @@ class ObjectiveConfig:
             raise ValueError(f"aggregate must be one of {list(AGGREGATES)}, got {self.aggregate!r}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if not self.disagreement_penalty >= 0:
+            raise ValueError(f"disagreement_penalty must be >= 0, got {self.disagreement_penalty}")
 
 
 def prefix_lengths(horizon: int, step: int) -> list[int]:
@@ -143,13 +148,19 @@ class PrefixObjective(abc.ABC):
 
 
 class ModelObjective(PrefixObjective):
-    """Answers from a world model in this process; the image features are computed once."""
+    """Answers from a world model in this process; the image features are computed once.
+    With `disagreement_penalty` (an ensemble model only) every member's answer is kept, and the
+    desired-answer margin is their mean less the penalty times their spread."""
 
     differentiable = True
 
     def __init__(self, model, features: torch.Tensor, questions: RenderedQuestions,
                  config: ObjectiveConfig | None = None, proprio: torch.Tensor | None = None):
         super().__init__(questions, config)
+        self.penalty = float(self.config.disagreement_penalty)
+        if self.penalty > 0 and not hasattr(model, "member_logits_from_features"):
+            raise ValueError(f"disagreement_penalty needs an ensemble world model (`swm ensemble`), "
+                             f"got a {model.backend!r} model")
         self.model = model
         self.features = features
         self.proprio = proprio          # (1, P) the robot's state at the image, for a model that reads it
@@ -163,27 +174,44 @@ class ModelObjective(PrefixObjective):
     MERGE_ROWS = 32
 
     def yes_margins(self, candidates: torch.Tensor) -> torch.Tensor:
+        return self._member_yes_margins(candidates).mean(0)
+
+    def desired_margins(self, candidates: torch.Tensor) -> torch.Tensor:
+        if self.penalty == 0:
+            return super().desired_margins(candidates)
+        self._check(candidates)
+        self.evaluations += int(candidates.shape[0])
+        m = self._member_yes_margins(candidates) * self.sign.to(candidates.device)     # (M, N, P, Q)
+        return m.mean(0) - self.penalty * m.std(0)
+
+    def _answer(self, actions: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        """(M, rows, Q, 2): each member's logits with a penalty, else the model's as M = 1
+        (an ensemble's answer is its members' mean margin, so both agree on the mean)."""
+        if self.penalty > 0:
+            return self.model.member_logits_from_features(self.features, actions, self.tokens, masks, self.proprio)
+        return self.model.answer_logits_from_features(self.features, actions, self.tokens, masks, self.proprio)[None]
+
+    def _member_yes_margins(self, candidates: torch.Tensor) -> torch.Tensor:
+        """(M, N, P, Q) logit(yes) - logit(no) after each prefix, per member (M = 1 without a penalty)."""
         n, h, a = candidates.shape
         lengths = prefix_lengths(h, self.config.prefix_step)
         p, step = len(lengths), self.config.max_batch
         if n * p > self.MERGE_ROWS:
             per_prefix = []
             for length in lengths:
-                logits = torch.cat([self.model.answer_logits_from_features(self.features,
-                                                                           candidates[s:s + step, :length], self.tokens,
-                                                                           proprio=self.proprio)
-                                    for s in range(0, n, step)])                    # (N, Q, 2)
+                logits = torch.cat([self._answer(candidates[s:s + step, :length], None)
+                                    for s in range(0, n, step)], dim=1)             # (M, N, Q, 2)
                 per_prefix.append(logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX])
-            return torch.stack(per_prefix, dim=1)
+            return torch.stack(per_prefix, dim=2)
         # every prefix of every candidate in one batch: the whole chunk with its later steps
         # masked out (masked action tokens are never attended to, so a prefix answers as if cut there)
         rows = candidates.unsqueeze(1).expand(n, p, h, a).reshape(n * p, h, a)
         kept = torch.tensor(lengths, device=candidates.device)
         masks = (torch.arange(h, device=candidates.device)[None, :] < kept[:, None]).repeat(n, 1)
-        logits = torch.cat([self.model.answer_logits_from_features(self.features, rows[s:s + step], self.tokens,
-                                                                   masks[s:s + step], self.proprio)
-                            for s in range(0, n * p, step)])                        # (N * P, Q, 2)
-        return (logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX]).reshape(n, p, -1)
+        logits = torch.cat([self._answer(rows[s:s + step], masks[s:s + step])
+                            for s in range(0, n * p, step)], dim=1)                 # (M, N * P, Q, 2)
+        margins = logits[..., YES_INDEX] - logits[..., 1 - YES_INDEX]
+        return margins.reshape(margins.shape[0], n, p, -1)
 
 
 # chunks (each (T, A), T may differ) -> p(yes) (len(chunks), Q), for this objective's questions
