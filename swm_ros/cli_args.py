@@ -183,7 +183,6 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--data",), dict(default=None, help="override the config's data.path (a swm collect directory)")),
         (("--resume",), dict(action="store_true", help="continue from the checkpoint in --out at its saved step")),
         (("--steps",), dict(type=int, default=None, help="override the config's total steps")),
-        (("--seed",), dict(type=int, default=None, help="override the config's seed (e.g. ensemble members)")),
         (("--stop-at",), dict(type=int, default=None, help="end this run after this step (resume later)")),
         (("--no-progress",), dict(action="store_true", help="no progress bar")),
     ],

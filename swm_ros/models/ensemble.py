@@ -131,6 +131,11 @@ def is_ensemble_dir(directory: str | Path) -> bool:
 
 def member_directories(directory: str | Path) -> list[Path]:
     """The member checkpoint directories an ensemble directory lists, checked to exist."""
+    return _read_ensemble(directory)[0]
+
+
+def _read_ensemble(directory: str | Path) -> tuple[list[Path], dict[str, Any]]:
+    """(member directories, config) of an ensemble directory, both checked."""
     path, config = read_config_file(directory, ENSEMBLE_FORMAT, "world-model ensemble")
     if config.get("format_version") != ENSEMBLE_VERSION:
         raise CheckpointError(f"{path}: format_version {config.get('format_version')!r}, "
@@ -145,19 +150,19 @@ def member_directories(directory: str | Path) -> list[Path]:
     for d in dirs:
         if not d.is_dir():
             raise FileNotFoundError(f"{path}: member directory not found: {d}")
-    return dirs
+    return dirs, config
 
 
 def load_ensemble(directory: str | Path, device: str = "cpu") -> WorldModelEnsemble:
     from swm_ros.models.checkpoint import load_checkpoint
 
+    members, config = _read_ensemble(directory)
     try:
-        ensemble = WorldModelEnsemble([load_checkpoint(d, device=device) for d in member_directories(directory)])
-    except ValueError as e:
-        if isinstance(e, CheckpointError):
-            raise
+        ensemble = WorldModelEnsemble([load_checkpoint(d, device=device) for d in members])
+    except CheckpointError:
+        raise
+    except ValueError as e:                 # members that cannot answer together
         raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: {e}") from e
-    _, config = read_config_file(directory, ENSEMBLE_FORMAT, "world-model ensemble")
     ensemble.training_summary = config.get("training") or {}
     return ensemble.to(device).eval()
 

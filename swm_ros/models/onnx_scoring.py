@@ -151,7 +151,7 @@ class OnnxScorer:
         c, t = a.shape[:2]
         if self.max_steps is not None and t > self.max_steps:
             raise ValueError(f"{t} action steps > max_steps {self.max_steps} of this model")
-        if f.ndim != 1 + len(self.feature_shape) or f.shape[0] not in (1, c) or tuple(f.shape[1:]) != self.feature_shape:
+        if f.ndim == 0 or f.shape[0] not in (1, c) or tuple(f.shape[1:]) != self.feature_shape:
             raise ValueError(f"features must be (1 or {c}, {', '.join(map(str, self.feature_shape))}), got {f.shape}")
         if tok.ndim != 2:
             raise ValueError(f"question tokens must be (Q, L), got {tok.shape}")

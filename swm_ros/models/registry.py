@@ -70,8 +70,9 @@ def checkpoint_backends(directory: str | Path) -> list[str]:
 def load_world_model(path_or_name: str | Path, device: str = "cpu", proprio: bool = False):
     """Load a checkpoint directory (one model's, or an ensemble's: `swm_ros.models.ensemble`),
     or shipped weights by name: a backend's (`tiny`) or another shipped model (`tiny-ogbench`,
-    the tiny model trained on OGBench cube SAQA). `proprio`: the caller passes the robot's proprioception, so a model that reads it (`proprio_dim`) may load;
-    every other caller gets a clear error here rather than at its first query."""
+    the tiny model trained on OGBench cube SAQA). `proprio`: the caller passes the robot's
+    proprioception, so a model that reads it (`proprio_dim`) may load; every other caller gets
+    a clear error here rather than at its first query."""
     from swm_ros.models.checkpoint import load_checkpoint
     from swm_ros.models.ensemble import is_ensemble_dir, load_ensemble
 

@@ -157,8 +157,7 @@ class ModelObjective(PrefixObjective):
     def __init__(self, model, features: torch.Tensor, questions: RenderedQuestions,
                  config: ObjectiveConfig | None = None, proprio: torch.Tensor | None = None):
         super().__init__(questions, config)
-        self.penalty = float(self.config.disagreement_penalty)
-        if self.penalty > 0 and not hasattr(model, "member_logits_from_features"):
+        if self.config.disagreement_penalty > 0 and not hasattr(model, "member_logits_from_features"):
             raise ValueError(f"disagreement_penalty needs an ensemble world model (`swm ensemble`), "
                              f"got a {model.backend!r} model")
         self.model = model
@@ -177,17 +176,17 @@ class ModelObjective(PrefixObjective):
         return self._member_yes_margins(candidates).mean(0)
 
     def desired_margins(self, candidates: torch.Tensor) -> torch.Tensor:
-        if self.penalty == 0:
+        if self.config.disagreement_penalty == 0:
             return super().desired_margins(candidates)
         self._check(candidates)
         self.evaluations += int(candidates.shape[0])
         m = self._member_yes_margins(candidates) * self.sign.to(candidates.device)     # (M, N, P, Q)
-        return m.mean(0) - self.penalty * m.std(0)
+        return m.mean(0) - self.config.disagreement_penalty * m.std(0)
 
     def _answer(self, actions: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
         """(M, rows, Q, 2): each member's logits with a penalty, else the model's as M = 1
         (an ensemble's answer is its members' mean margin, so both agree on the mean)."""
-        if self.penalty > 0:
+        if self.config.disagreement_penalty > 0:
             return self.model.member_logits_from_features(self.features, actions, self.tokens, masks, self.proprio)
         return self.model.answer_logits_from_features(self.features, actions, self.tokens, masks, self.proprio)[None]
 
