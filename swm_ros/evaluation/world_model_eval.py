@@ -61,7 +61,7 @@ def evaluate_world_model(model, saqa_path: str | Path, split: str = "test", max_
     if len(ds) == 0:
         raise ValueError(f"{saqa_path}: no rows in split {split!r}")
     processing = ds.image_processing()
-    mine = model.image_processor.config.to_dict() if model.image_processor is not None else None
+    mine = model.processor_config()
     if processing != mine:
         raise ValueError(f"the model expects frames processed with {mine}, the data was stored with {processing}: "
                          f"evaluate on data collected with the same processor")

@@ -79,6 +79,10 @@ class WorldModel(nn.Module, abc.ABC):
         # raw camera frame -> model input (crop + resize), from the training data; None: as given
         self.image_processor: ImageProcessor | None = None
 
+    def processor_config(self) -> dict[str, Any] | None:
+        """The image processor's config as checkpoints and SAQA files record it; None without one."""
+        return self.image_processor.config.to_dict() if self.image_processor is not None else None
+
     def process_frames(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Raw (N, H, W, 3) uint8 camera frames -> the (N, S, S, 3) frames this model was trained on.
 

@@ -108,7 +108,7 @@ def save_checkpoint(model, directory: str | Path, training: dict[str, Any] | Non
         "model": _plain(model.config_dict()),
         "vocabulary": list(model.vocabulary),
         # how raw camera frames become this model's input (swm_ros.processing.image)
-        "processor": model.image_processor.config.to_dict() if model.image_processor is not None else None,
+        "processor": model.processor_config(),
         "training": _plain(training or {}),
     }
     return write_checkpoint_files(directory, _saved_state(model), config)

@@ -66,7 +66,7 @@ class WorldModelEnsemble(WorldModel):
                     ("vocabulary", m.vocabulary, first.vocabulary),
                     ("max_question_len", m.max_question_len, first.max_question_len),
                     ("action_dim", m.action_dim, first.action_dim),
-                    ("image processor", _processor(m), _processor(first)),
+                    ("image processor", m.processor_config(), first.processor_config()),
                     ("reads_proprio", m.reads_proprio, first.reads_proprio)):
                 if mine != theirs:
                     raise ValueError(f"ensemble member {i} has another {what} than member 0: {mine!r} != {theirs!r}")
@@ -113,10 +113,6 @@ class WorldModelEnsemble(WorldModel):
     @property
     def reads_proprio(self) -> bool:
         return self.members[0].reads_proprio
-
-
-def _processor(model: WorldModel) -> dict[str, Any] | None:
-    return model.image_processor.config.to_dict() if model.image_processor is not None else None
 
 
 # ---- on disk ---------------------------------------------------------------------------
