@@ -32,6 +32,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                           "does the world model rank the base policy's proposals as the simulator does"),
     ("eval", "label-floor"): ("swm_ros.evaluation.label_floor", "cli_eval_label_floor",
                               "how much of a SAQA split one frame can decide (replayed, perturbed starts)"),
+    ("eval", "future-states"): ("swm_ros.evaluation.future_state_eval", "cli_eval_future_states",
+                                "how much of the blocks' and hand's motion a run's action tokens predict"),
     ("bag", "record"): ("swm_ros.bags.cli", "cli_bag_record", "record graph topics into a rosbag2 bag (MCAP, v9)"),
     ("bag", "replay"): ("swm_ros.bags.cli", "cli_bag_replay", "publish a bag into the graph (raw, paced, /clock)"),
     ("bag", "eval"): ("swm_ros.bags.cli", "cli_bag_eval", "run a bag's frames through a world model and score it"),

@@ -105,6 +105,16 @@ ARGUMENTS: dict[str, list[Arg]] = {
         (("--out",), dict(default="runs/label_floor", help="directory for label_floor.json and label_floor.md")),
         (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
     ],
+    "cli_eval_future_states": [
+        (("--run",), dict(required=True, help="run directory trained with future_state_loss_weight > 0")),
+        (("--data",), dict(default="data/saqa/saqa_6400.h5", help="SAQA file (from swm collect + swm saqa)")),
+        (("--split",), dict(default="val", help="split whose rows to read")),
+        (("--rows",), dict(type=int, default=768, help="rows drawn (seeded, family-balanced)")),
+        (("--seed",), dict(type=int, default=0, help="row draw seed")),
+        (("--threads",), dict(type=int, default=1, help="torch CPU threads")),
+        (("--out",), dict(default="runs/future_states", help="directory for future_states.json and .md")),
+        (("--json",), dict(action="store_true", help="print the summary as one JSON object")),
+    ],
     "cli_eval_world_model": [
         (("--checkpoint",), dict(default=None, help="checkpoint directory (default: the shipped model of --backend)")),
         (("--backend",), dict(default="tiny", help="backend whose shipped weights to evaluate without --checkpoint")),

@@ -11,9 +11,15 @@ optimizer state for `--resume` (safetensors), `metrics.jsonl` and `curves.png`.
 With `ema_decay` set, an exponential moving average of the weights (torch's `AveragedModel`)
 is what validation measures and what `model.safetensors` holds; the weights being trained
 go to `train_weights.safetensors` so that `--resume` continues both.
+
+Two auxiliary losses use the episodes' privileged state: `aux_loss_weight` (where the
+grounding finds each colour word vs the block's position, models/localisation.py) and
+`future_state_loss_weight` (how far the blocks and the hand have moved after every action
+step, read from the action tokens, models/future_states.py).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -30,6 +36,7 @@ from swm_ros.config import ConfigError, load_config, to_dict
 from swm_ros.models.checkpoint import (CONFIG_FILE, OPTIMIZER_FILE, WEIGHTS_FILE, _load_tensors,
                                        load_optimizer_state, read_checkpoint_config, save_checkpoint,
                                        save_optimizer_state, write_weights)
+from swm_ros.models.future_states import FutureStateHead, FutureStateTargets, LastBlockInput, future_state_loss
 from swm_ros.models.registry import build_world_model
 from swm_ros.models.training_steps import scheduled_steps
 from swm_ros.processing.image import ImageProcessor, ImageProcessorConfig
@@ -38,6 +45,7 @@ METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 TRAIN_CONFIG_FILE = "train_config.yaml"
 TRAIN_WEIGHTS_FILE = "train_weights.safetensors"   # the trained (not averaged) weights, with ema_decay
+FUTURE_HEAD_FILE = "future_state_head.safetensors"  # the dynamics loss's head, with future_state_loss_weight
 
 
 @dataclass
@@ -99,6 +107,10 @@ class WorldModelTrainConfig:
     # model's word grounding finds each colour name vs the block's projected position (needs
     # a model with `grounding: true`); 0: answers only
     aux_loss_weight: float = 0.0
+    # weight of the auxiliary dynamics loss (models/future_states.py): the action tokens, as
+    # the last transformer block reads them, regressed to how far each block and the hand have
+    # moved after that step (privileged state); needs a late-fusion backend (tiny, effnet)
+    future_state_loss_weight: float = 0.0
     # start from this checkpoint directory's weights (same backend and parameter shapes; the
     # model config may differ in what adds no parameters, e.g. grounding_entities): a new
     # schedule from a trained model, where --resume continues the old one
@@ -115,6 +127,8 @@ class WorldModelTrainConfig:
             raise ValueError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.aux_loss_weight < 0 or self.future_state_loss_weight < 0:
+            raise ValueError("aux_loss_weight and future_state_loss_weight must be >= 0")
 
 
 def load_train_config(path: str | Path) -> WorldModelTrainConfig:
@@ -155,9 +169,11 @@ class BlockTargets:
 class Batcher:
     """SAQA rows -> model inputs, with every distinct question tokenised once."""
 
-    def __init__(self, ds, model, block_targets: BlockTargets | None = None):
+    def __init__(self, ds, model, block_targets: BlockTargets | None = None,
+                 future_states: FutureStateTargets | None = None):
         self.ds = ds
         self.block_targets = block_targets
+        self.future_states = future_states
         self.with_proprio = model.reads_proprio
         tokens = model.tokenize(ds.questions) if ds.questions else torch.zeros(0, 1, dtype=torch.int64)
         width = int((tokens != 0).sum(1).max()) if len(tokens) else 1
@@ -177,6 +193,9 @@ class Batcher:
         if self.block_targets is not None:
             uv, mask = self.block_targets(b["episode"], b["t"])
             extra = {"block_uv": torch.from_numpy(uv), "block_mask": torch.from_numpy(mask)}
+        if self.future_states is not None:
+            future, future_mask = self.future_states(b["episode"], b["t"], b["horizon"], t)
+            extra.update(future=torch.from_numpy(future), future_mask=torch.from_numpy(future_mask))
         if self.with_proprio:
             extra["proprio"] = torch.from_numpy(b["proprio"])
         return {
@@ -206,7 +225,7 @@ class TrainSource:
 
 def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: WorldModelTrainConfig,
                   ds_kwargs: dict[str, Any], max_rows: int | None = None, share_with=None,
-                  balanced: bool | None = None) -> TrainSource:
+                  balanced: bool | None = None, colours: Sequence[str] | None = None) -> TrainSource:
     from swm_ros.saqa.dataset import SAQADataset
 
     ds = SAQADataset(path, split=splits, **ds_kwargs)
@@ -220,8 +239,9 @@ def _train_source(path: str, splits: list[str], per_batch: int, model, cfg: Worl
     if cfg.aux_loss_weight > 0:
         entities = [w for w in getattr(model.config, "grounding_entities", []) if w in model.tokenizer.ids]
         targets = BlockTargets(ds, _block_projector(ds, model), entities)
-    return TrainSource(f"{path} ({','.join(splits)})", ds, Batcher(ds, model, targets), weights / weights.sum(),
-                       per_batch)
+    future = FutureStateTargets(ds, colours) if cfg.future_state_loss_weight > 0 else None
+    return TrainSource(f"{path} ({','.join(splits)})", ds, Batcher(ds, model, targets, future),
+                       weights / weights.sum(), per_batch)
 
 
 def forward_batch(model, batch: dict[str, torch.Tensor], with_features: bool = False):
@@ -236,6 +256,14 @@ def localisation_loss(pred_uv: torch.Tensor, target_uv: torch.Tensor, mask: torc
     c = min(pred_uv.shape[1], target_uv.shape[1])
     err = ((pred_uv[:, :c] - target_uv[:, :c]) ** 2).sum(-1) * mask[:, :c]
     return err.sum() / mask[:, :c].sum().clamp(min=1)
+
+
+def _future_state_head(model, source: TrainSource) -> FutureStateHead:
+    """The dynamics loss's head for a late-fusion model (one reading its action tokens)."""
+    if not hasattr(model, "blocks") or not hasattr(model.config, "d_model"):
+        raise ConfigError(f"future_state_loss_weight > 0 needs a late-fusion backend (tiny, effnet), "
+                          f"not {type(model).__name__}")
+    return FutureStateHead(model.config.d_model, source.batcher.future_states.size)
 
 
 def _block_projector(ds, model):
@@ -443,17 +471,21 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
     if sum(mixed_rows) >= cfg.batch_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is too small for the mix fractions")
     sources = [_train_source(d.path, d.train_splits, cfg.batch_size - sum(mixed_rows), model, cfg, ds_kwargs,
-                             d.max_train_rows)]
+                             d.max_train_rows, colours=val_ds.colors)]
     for m, rows in zip(d.mix, mixed_rows):
         sources.append(_train_source(m.path, m.train_splits, rows, model, cfg, ds_kwargs, share_with=sources[0].ds,
-                                     balanced=m.balanced))
+                                     balanced=m.balanced, colours=val_ds.colors))
         if sources[-1].ds.image_processing() != processing:
             raise ConfigError(f"mix {m.path}: its frames were processed with {sources[-1].ds.image_processing()}, "
                               f"{d.path}'s with {processing}: mix only files collected alike")
     val_idx = np.sort(np.random.default_rng(cfg.seed).choice(len(val_ds), min(d.val_rows, len(val_ds)),
                                                              replace=False)) if len(val_ds) else np.zeros(0, int)
     val_batch = Batcher(val_ds, model)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    future_head = _future_state_head(model, sources[0]) if cfg.future_state_loss_weight > 0 else None
+    groups = _param_groups(model, cfg.weight_decay)
+    if future_head is not None:
+        groups.append({"params": list(future_head.parameters()), "weight_decay": cfg.weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
 
     start, metrics_path = 0, out / METRICS_FILE
     if resume:
@@ -468,13 +500,19 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         if averaged != (out / TRAIN_WEIGHTS_FILE).is_file():
             raise ConfigError(f"{out}: resume with the ema_decay setting the run was started with")
         model.load_state_dict(_load_tensors(out / (TRAIN_WEIGHTS_FILE if averaged else WEIGHTS_FILE)))
+        if (future_head is not None) != (out / FUTURE_HEAD_FILE).is_file():
+            raise ConfigError(f"{out}: resume with the future_state_loss_weight the run was started with "
+                              f"(zero or not)")
+        if future_head is not None:
+            future_head.load_state_dict(_load_tensors(out / FUTURE_HEAD_FILE))
         extra, meta = load_optimizer_state(optimizer, out / OPTIMIZER_FILE)
         start = int(meta["step"])
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])
     else:
         out.mkdir(parents=True, exist_ok=True)
-        (out / TRAIN_WEIGHTS_FILE).unlink(missing_ok=True)     # an earlier run's, in the same directory
+        for stale in (TRAIN_WEIGHTS_FILE, FUTURE_HEAD_FILE):     # an earlier run's, in the same directory
+            (out / stale).unlink(missing_ok=True)
         if cfg.init_from is not None:
             _init_from(model, cfg.backend, Path(cfg.init_from))
     if not resume and model.reads_proprio and not bool(model.proprio.mean.any()):
@@ -503,13 +541,17 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
         save_checkpoint(saved_model, out, training=summary)
         if ema is not None:
             write_weights(out / TRAIN_WEIGHTS_FILE, model.state_dict())
+        if future_head is not None:
+            write_weights(out / FUTURE_HEAD_FILE, future_head.state_dict())
         save_optimizer_state(optimizer, out / OPTIMIZER_FILE, extra={"torch_rng": torch.get_rng_state()},
                              metadata={"step": step, "seed": cfg.seed})
         plot_curves(read_metrics(metrics_path), out / CURVES_FILE)
 
     model.train()
     t0 = time.perf_counter()
-    run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
+    run_loss, run_ok, run_n, run_aux, run_future = 0.0, 0, 0, 0.0, 0.0
+    # the action tokens' states for the dynamics loss, kept from the same forward pass
+    tap = LastBlockInput(model) if future_head is not None else contextlib.nullcontext()
     source_ok = np.zeros(len(sources), int)       # correct answers per source since the last log
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train world-model",
                disable=not progress, dynamic_ncols=True)
@@ -519,8 +561,14 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             idx = source.draw(step.rng)
             buckets = max(1, round(cfg.length_buckets * len(idx) / cfg.batch_size))
             for batch in source.batcher.chunks(idx, buckets):
-                logits, feats = forward_batch(model, batch, with_features=True)
+                with tap:
+                    logits, feats = forward_batch(model, batch, with_features=True)
                 loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / cfg.batch_size
+                if future_head is not None and batch["actions"].shape[1] > 0:
+                    states = tap.action_states(batch["actions"].shape[1], batch["tokens"].shape[-1] + 1)
+                    future = future_state_loss(future_head(states), batch["future"], batch["future_mask"])
+                    loss = loss + cfg.future_state_loss_weight * future * (len(logits) / cfg.batch_size)
+                    run_future += float(future.detach()) * len(logits)
                 if batch.get("block_uv") is not None:
                     aux = localisation_loss(model.locate(feats, source.batcher.block_targets.names),
                                             batch["block_uv"], batch["block_mask"])
@@ -542,6 +590,8 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
                      "lr": step.lr, "grad_norm": float(grad_norm), "seconds": time.perf_counter() - t0}
             if cfg.aux_loss_weight > 0:
                 entry["localisation_mse"] = run_aux / run_n
+            if future_head is not None:
+                entry["future_state_mse"] = run_future / run_n
             if d.mix:       # how the model does on each file's rows, e.g. on-policy ones vs the rest
                 rows = run_n // cfg.batch_size
                 entry["by_source"] = {src.name: {"accuracy": int(c) / (src.per_batch * rows),
@@ -551,7 +601,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
             log(entry)
             bar.set_postfix(loss=f"{entry['loss']:.3f}", acc=f"{entry['accuracy']:.3f}")
             summary["train"] = {k: entry[k] for k in ("loss", "accuracy")}
-            run_loss, run_ok, run_n, run_aux = 0.0, 0, 0, 0.0
+            run_loss, run_ok, run_n, run_aux, run_future = 0.0, 0, 0, 0.0, 0.0
         if len(val_idx) and (done % cfg.eval_every == 0 or done == cfg.steps):
             last_val = evaluate(saved_model, val_batch, val_idx, family_names=val_ds.family_names)
             if ema is not None:     # the trained weights too, to see what the average adds
