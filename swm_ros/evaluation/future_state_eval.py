@@ -10,12 +10,13 @@ the gripper opening. "explained" is 1 - head / no motion.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from swm_ros.evaluation.reports import print_summary, write_summary
 
 MOVED_DM = 0.05        # a block "moved" once it is more than 5 mm (0.05 dm) from where it started
 
@@ -89,9 +90,7 @@ def cli_eval_future_states(args: Any) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval future-states: {e}")
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "future_states.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "future_states.md").write_text(to_markdown(summary))
-    print(json.dumps(summary) if args.json else to_markdown(summary))
+    markdown = to_markdown(summary)
+    write_summary(args.out, "future_states", summary, markdown)
+    print_summary(summary, markdown, args.json)
     return 0

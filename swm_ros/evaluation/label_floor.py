@@ -21,13 +21,14 @@ every point: how precisely a model must place things to answer as well as the la
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from swm_ros.evaluation.reports import print_summary, write_summary
 
 MODES = ("blocks", "command")
 
@@ -219,11 +220,9 @@ def cli_eval_label_floor(args: Any) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"swm eval label-floor: {e}")
         return 2
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "label_floor.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "label_floor.md").write_text(to_markdown(summary))
+    markdown = to_markdown(summary)
+    out = write_summary(cfg.out, "label_floor", summary, markdown)
     if len(cfg.sigma_mm) > 1:
         plot_floor(summary, out / "label_floor.png")
-    print(json.dumps(summary) if args.json else to_markdown(summary))
+    print_summary(summary, markdown, args.json)
     return 0
