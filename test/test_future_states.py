@@ -69,12 +69,12 @@ def test_last_block_input_holds_the_action_tokens():
     with LastBlockInput(model) as tap:
         model.answer_logits_from_features(feats, actions, tokens[None, :1, :width].expand(2, -1, -1))
     expected = model.action_proj(actions) + model.step_pos[:, :6] + model.type_emb[1]
-    torch.testing.assert_close(tap.action_states(6, width + 1), expected)
+    torch.testing.assert_close(tap.action_states(6, width), expected)
     assert not model.blocks[-1]._forward_pre_hooks, "the hook is removed on exit"
     with pytest.raises(RuntimeError, match="no forward pass"):
         with LastBlockInput(model) as idle:
             pass
-        idle.action_states(6, width + 1)
+        idle.action_states(6, width)
 
 
 def test_the_head_learns_the_dynamics_of_real_rows(saqa_file):
@@ -97,7 +97,7 @@ def test_the_head_learns_the_dynamics_of_real_rows(saqa_file):
     for _ in range(40):
         with LastBlockInput(model) as tap:
             forward_batch(model, batch)
-        states = tap.action_states(batch["actions"].shape[1], batch["tokens"].shape[-1] + 1)
+        states = tap.action_states(batch["actions"].shape[1], batch["tokens"].shape[-1])
         loss = future_state_loss(head(states), batch["future"], batch["future_mask"])
         opt.zero_grad()
         loss.backward()

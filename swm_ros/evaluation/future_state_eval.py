@@ -56,7 +56,7 @@ def future_state_errors(run: str | Path, data: str | Path, split: str = "val", r
                 continue
             with LastBlockInput(model) as tap:
                 forward_batch(model, b)
-            pred = head(tap.action_states(b["actions"].shape[1], b["tokens"].shape[-1] + 1))
+            pred = head(tap.action_states(b["actions"].shape[1], b["tokens"].shape[-1]))
             target, mask = b["future"], b["future_mask"].float()
             moved = mask * (target.abs() > MOVED_DM).float()
             for name, sl in parts.items():

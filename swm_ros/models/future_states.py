@@ -104,12 +104,12 @@ class LastBlockInput:
     def _keep(self, module, args) -> None:
         self.tokens = args[0]
 
-    def action_states(self, steps: int, text_tokens: int) -> torch.Tensor:
-        """The action tokens' states (B, steps, d) of a sequence [image][actions][text]
-        (one question per row), given the number of text tokens (words + <answer>)."""
+    def action_states(self, steps: int, question_tokens: int) -> torch.Tensor:
+        """The action tokens' states (B, steps, d) of a sequence [image][actions][question
+        words][<answer>] (one question per row), given the question's token columns."""
         if self.tokens is None:
             raise RuntimeError("no forward pass ran while LastBlockInput was active")
-        start = self.tokens.shape[1] - steps - text_tokens
+        start = self.tokens.shape[1] - steps - (question_tokens + 1)
         return self.tokens[:, start:start + steps]
 
 

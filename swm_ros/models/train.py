@@ -565,7 +565,7 @@ def train_world_model(cfg: WorldModelTrainConfig, out: str | Path | None = None,
                     logits, feats = forward_batch(model, batch, with_features=True)
                 loss = F.cross_entropy(logits, batch["answer"], reduction="sum") / cfg.batch_size
                 if future_head is not None and batch["actions"].shape[1] > 0:
-                    states = tap.action_states(batch["actions"].shape[1], batch["tokens"].shape[-1] + 1)
+                    states = tap.action_states(batch["actions"].shape[1], batch["tokens"].shape[-1])
                     future = future_state_loss(future_head(states), batch["future"], batch["future_mask"])
                     loss = loss + cfg.future_state_loss_weight * future * (len(logits) / cfg.batch_size)
                     run_future += float(future.detach()) * len(logits)
